@@ -1,0 +1,21 @@
+"""gloss_lite: the helper package of the G-Loss course.
+
+One module per concept, in the order the notebooks teach them:
+
+========== ======================================================= =====================
+module     what it holds                                           notebook
+========== ======================================================= =====================
+data       the course's datasets, MR, R8 and R52                   00_overview
+encoders   transformer + pooling: texts to embeddings              00_overview
+graph      Gaussian-kernel affinity and transition matrices        01_similarity_graph
+lpa        label propagation: iterative and closed form            02_label_propagation
+masking    which labels stay visible in a minibatch                03_masking_and_the_loss
+losses     G-Loss (function and module), mixing with CE            03_masking_and_the_loss
+sigma      kernel-width estimates (SQRT, DICM)                     04_sigma_estimation
+========== ======================================================= =====================
+
+``runtime`` (seeds, devices) and ``records`` (numbers a notebook reports to its tests) serve
+every notebook.
+"""
+
+__version__ = "0.1.0"

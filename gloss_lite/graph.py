@@ -1,0 +1,141 @@
+"""The minibatch document-similarity graph.
+
+Taught in ``notebooks/01_similarity_graph.ipynb`` (first met in ``00_overview``).
+
+Given the embeddings ``e_1 .. e_n`` of a minibatch (rows of an ``n x d`` tensor), G-Loss
+builds a dense graph whose edge weights are a Gaussian kernel of the distances,
+
+    W_ij = exp(-||e_i - e_j||^2 / (2 sigma^2)),   W_ii = 0,
+
+and turns it into a transition matrix ``T`` (rows sum to 1) for label propagation:
+
+- ``scheme="row"``: ``T = D^-1 W`` with ``D = diag(W 1)``, the random walk of Zhu and
+  Ghahramani (2002);
+- ``scheme="gloss"``: the paper's transition. First the symmetric normalisation
+  ``S = D^-1/2 W D^-1/2``, then column normalisation ``C_ij = S_ij / sum_k S_kj``, then row
+  normalisation ``T_ij = C_ij / sum_k C_ik``.
+
+Every normalisation is a division by a sum, so it is computed on ``log W`` with ``logsumexp``.
+That matters: with a small sigma every ``W_ij`` underflows to 0 in floating point although the
+*normalised* weights are perfectly well defined (the row maximum dominates). Working in the
+log domain keeps ``T`` finite for sigma from 1e-3 to 1e3 and beyond.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SCHEMES = ("gloss", "row")
+
+
+def check_embeddings(embeddings: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``embeddings`` is a finite float ``n x d`` tensor with n >= 2."""
+    if not isinstance(embeddings, torch.Tensor):
+        raise ValueError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
+    if embeddings.dim() != 2:
+        raise ValueError(
+            f"embeddings must be 2-D (n documents x d features), got shape {tuple(embeddings.shape)}"
+        )
+    if not embeddings.is_floating_point():
+        raise ValueError(f"embeddings must be floating point, got {embeddings.dtype}; use .float()")
+    if embeddings.shape[0] < 2:
+        raise ValueError(f"a graph needs at least 2 nodes, got {embeddings.shape[0]} embedding(s)")
+    if not torch.isfinite(embeddings).all():
+        bad = (~torch.isfinite(embeddings)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"embeddings contain NaN or Inf (rows {bad[:10]}); check the encoder's output")
+
+
+def check_sigma(sigma: float | torch.Tensor) -> None:
+    """Raise ``ValueError`` unless sigma is a finite positive number (or 0-d tensor)."""
+    value = float(sigma.detach()) if isinstance(sigma, torch.Tensor) else sigma
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"sigma must be finite and > 0, got {value}")
+
+
+def squared_distances(embeddings: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    """Pairwise squared Euclidean distances ``||e_i - e_j||^2`` as an ``n x n`` tensor.
+
+    With ``normalize=True`` the rows are first scaled to unit length, so the distances lie in
+    [0, 4] and ``||e_i - e_j||^2 = 2 - 2 cos(e_i, e_j)``. The diagonal is exactly 0 and no square
+    root is taken, so the gradient is finite everywhere.
+    """
+    check_embeddings(embeddings)
+    if normalize:
+        embeddings = F.normalize(embeddings, dim=1)
+    sq_norms = (embeddings * embeddings).sum(dim=1)
+    dist = sq_norms[:, None] + sq_norms[None, :] - 2.0 * embeddings @ embeddings.T
+    dist = dist.clamp_min(0.0)
+    return dist * (1.0 - torch.eye(len(dist), dtype=dist.dtype, device=dist.device))
+
+
+def gaussian_affinity(
+    embeddings: torch.Tensor,
+    sigma: float | torch.Tensor,
+    *,
+    normalize: bool = True,
+    log: bool = False,
+) -> torch.Tensor:
+    """Gaussian-kernel affinity ``W_ij = exp(-||e_i - e_j||^2 / (2 sigma^2))`` with ``W_ii = 0``.
+
+    Args:
+        embeddings: ``n x d`` float tensor, one row per document.
+        sigma: kernel width (> 0). Small sigma keeps only the nearest neighbours; large sigma
+            connects everything with weight close to 1.
+        normalize: L2-normalise the rows of ``embeddings`` first (the paper's choice: distances
+            then depend on direction only and lie in [0, 4], so one sigma fits every batch).
+        log: return ``log W`` instead (diagonal ``-inf``); this never underflows.
+
+    Returns:
+        ``n x n`` symmetric tensor.
+    """
+    check_sigma(sigma)
+    if normalize:  # ||u_i - u_j||^2 = 2 - 2 u_i.u_j for unit rows, so the exponent is (u_i.u_j - 1) / sigma^2
+        check_embeddings(embeddings)
+        unit = F.normalize(embeddings, dim=1)
+        log_w = ((unit @ unit.T - 1.0) / sigma**2).clamp_max(0.0)
+    else:
+        log_w = -squared_distances(embeddings, normalize=False) / (2.0 * sigma**2)
+    diagonal = torch.eye(len(log_w), dtype=torch.bool, device=log_w.device)
+    log_w = log_w.masked_fill(diagonal, float("-inf"))
+    return log_w if log else log_w.exp()
+
+
+def transition_matrix(
+    affinity: torch.Tensor, scheme: str = "gloss", *, log: bool = False
+) -> torch.Tensor:
+    """Transition matrix ``T`` (rows sum to 1) of a graph with affinity ``W``.
+
+    Args:
+        affinity: ``n x n`` non-negative symmetric ``W``, or ``log W`` when ``log=True``
+            (use ``gaussian_affinity(..., log=True)`` when sigma is small).
+        scheme: ``"row"`` for ``D^-1 W``; ``"gloss"`` for the paper's symmetric, then column,
+            then row normalisation (see the module docstring).
+
+    Raises:
+        ValueError: unknown scheme, a non-square matrix, or a node with no positive edge
+            (its row of ``T`` would be 0/0).
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    if affinity.dim() != 2 or affinity.shape[0] != affinity.shape[1]:
+        raise ValueError(f"affinity must be a square n x n matrix, got shape {tuple(affinity.shape)}")
+    if not log and not (affinity >= 0).all():
+        raise ValueError("affinity must be non-negative and free of NaN (pass log=True for log W)")
+    log_w = affinity if log else affinity.log()
+    log_degree = torch.logsumexp(log_w, dim=1)
+    if torch.isneginf(log_degree).any():
+        isolated = torch.isneginf(log_degree).nonzero().flatten().tolist()
+        hint = "" if log else " (with a small sigma, pass gaussian_affinity(..., log=True) and log=True)"
+        raise ValueError(f"nodes {isolated[:10]} have no edge of positive weight{hint}")
+    if scheme == "gloss":
+        # T = rows(cols(D^-1/2 W D^-1/2)). Column j's factor d_j^-1/2 cancels in the column
+        # normalisation and row i's factor d_i^-1/2 in the row normalisation, which leaves
+        # T_ij proportional to W_ij / c_j with c_j = sum_k W_kj d_k^-1/2: one sum fewer.
+        log_c = torch.logsumexp(log_w - 0.5 * log_degree[:, None], dim=0)
+        log_w = log_w - log_c[None, :]
+    return torch.softmax(log_w, dim=1)

@@ -1,0 +1,70 @@
+"""Hiding a fraction of the minibatch's labels.
+
+Taught in ``notebooks/03_masking_and_the_loss.ipynb``.
+
+G-Loss keeps the labels of a fraction ``gamma`` of the minibatch visible and hides the rest;
+label propagation then predicts the hidden ones from the visible ones, and the loss scores those
+predictions. With ``n`` nodes, ``round(gamma * n)`` labels stay visible (at least 1, at most
+``n - 1``).
+
+A purely random mask can leave a class with no visible node. Propagation can then never
+predict that class, and the hidden nodes of that class get probability 0 for their true label
+(an infinite loss). ``stratified=True`` (the default) draws the mask class by class, about
+``gamma`` of each class visible, at least one visible node of every class present and, in a
+class of two or more, at least one hidden.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def split_mask(
+    labels: torch.Tensor,
+    gamma: float,
+    *,
+    generator: torch.Generator | None = None,
+    stratified: bool = True,
+) -> torch.Tensor:
+    """Draw which labels stay visible.
+
+    Args:
+        labels: ``n`` integer class labels.
+        gamma: fraction of visible labels, strictly between 0 and 1.
+        generator: a ``torch.Generator`` for reproducible masks (same seed, same mask).
+        stratified: draw per class, keeping at least one visible node of every class present.
+
+    Returns:
+        ``n`` bools on ``labels``' device, True where the label is visible.
+
+    Raises:
+        ValueError: gamma outside (0, 1), fewer than 2 labels, or a mask with no hidden node
+            (every class has a single member, so stratification keeps them all visible).
+    """
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma < 1.0:
+        raise ValueError(f"gamma is the fraction of visible labels and must lie in (0, 1), got {gamma!r}")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError("labels must be a 1-D integer tensor (use torch.as_tensor(labels))")
+    n = len(labels)
+    if n < 2:
+        raise ValueError(f"masking needs at least 2 labels (one visible, one hidden), got {n}")
+    cpu_labels = labels.cpu()
+    mask = torch.zeros(n, dtype=torch.bool)
+
+    if not stratified:
+        num_visible = min(max(round(gamma * n), 1), n - 1)
+        mask[torch.randperm(n, generator=generator)[:num_visible]] = True
+        return mask.to(labels.device)
+
+    for cls in torch.unique(cpu_labels):  # sorted, so the draw order is fixed
+        members = (cpu_labels == cls).nonzero().flatten()
+        num_visible = min(max(round(gamma * len(members)), 1), len(members))
+        if len(members) > 1:
+            num_visible = min(num_visible, len(members) - 1)
+        mask[members[torch.randperm(len(members), generator=generator)[:num_visible]]] = True
+    if mask.all():
+        raise ValueError(
+            "no hidden node after masking: every class in this batch has a single member; "
+            "use a larger batch or a sampler that draws at least two documents per class"
+        )
+    return mask.to(labels.device)

@@ -1,0 +1,57 @@
+"""Choosing the kernel width sigma.
+
+Taught in ``notebooks/04_sigma_estimation.ipynb``.
+
+Sigma sets the scale at which two documents count as neighbours in
+``W_ij = exp(-||e_i - e_j||^2 / (2 sigma^2))``. Too small and each node talks only to its
+nearest neighbour; too large and every weight is close to 1, so propagation returns the class
+prior. The paper tunes sigma with Optuna (G-Loss-O) or estimates it from the embeddings:
+
+- G-Loss-SQRT: ``sigma = sqrt(median_{i<j} ||e_i - e_j|| / 3)`` (``torch.median``: for an even
+  number of pairs, the lower of the two middle values);
+- DICM: ``sigma = min_{y_i != y_j} ||e_i - e_j|| / 3``, the smallest distance between two
+  documents of different classes (the next larger one if the smallest is 0).
+
+Both are computed on L2-normalised embeddings, as the graph is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .graph import check_embeddings
+
+
+def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``||e_i - e_j||`` of the L2-normalised rows, ``n x n``, without gradient."""
+    check_embeddings(embeddings)
+    unit = F.normalize(embeddings.detach().double(), dim=1)
+    return torch.cdist(unit, unit, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def sigma_sqrt(embeddings: torch.Tensor) -> float:
+    """G-Loss-SQRT: ``sqrt(median pairwise distance / 3)`` over the pairs ``i < j``."""
+    distances = pairwise_distances(embeddings)
+    upper = torch.triu_indices(len(distances), len(distances), offset=1)
+    median = distances[upper[0], upper[1]].median()
+    if median <= 0:
+        raise ValueError("all embeddings point the same way (median distance 0); sigma is undefined")
+    return float(torch.sqrt(median / 3.0))
+
+
+def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
+    """DICM: the smallest distance between two documents of different classes, divided by 3.
+
+    If the smallest such distance is 0 (a duplicate document under two labels), the next
+    larger non-zero distance is used.
+    """
+    distances = pairwise_distances(embeddings)
+    labels = torch.as_tensor(labels).cpu()
+    if labels.shape != (len(distances),):
+        raise ValueError(f"shapes disagree: {len(distances)} embeddings and labels of shape {tuple(labels.shape)}")
+    between = distances[labels[:, None] != labels[None, :]]
+    between = between[between > 0]
+    if len(between) == 0:
+        raise ValueError("sigma_dicm needs two documents of different classes at a non-zero distance")
+    return float(between.min() / 3.0)

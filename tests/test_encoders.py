@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from gloss_lite.encoders import default_model_path, load_encoder
+
+TEXTS = [
+    "The battery lasts two days and the screen is bright.",
+    "Dull plot, wooden acting.",
+    "A quiet hotel with a friendly front desk, though the breakfast was cold and the room smelled of smoke.",
+    "Great trail!",
+    "The soup was salty.",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder(device="cpu")
+
+
+def test_default_is_the_offline_minilm(encoder):
+    assert encoder.dim == 384
+    assert sum(p.numel() for p in encoder.model.parameters()) == pytest.approx(22.7e6, rel=0.01)
+    assert next(encoder.model.parameters()).dtype == torch.float32
+
+
+def test_mean_pooling_matches_sentence_transformers(encoder):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    reference = sentence_transformers.SentenceTransformer(str(default_model_path()), device="cpu")
+    expected = torch.as_tensor(reference.encode(TEXTS, normalize_embeddings=True))
+    ours = torch.nn.functional.normalize(encoder.embed(TEXTS), dim=1)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_mean_and_cls_pooling_by_hand(encoder):
+    batch = encoder.tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder.model(**batch).last_hidden_state
+        mask = batch["attention_mask"]
+        first = hidden[0, mask[0].bool()].mean(dim=0)
+        second = hidden[1, mask[1].bool()].mean(dim=0)
+        torch.testing.assert_close(encoder(TEXTS[:2]), torch.stack([first, second]))
+        cls = load_encoder(pooling="cls", device="cpu")
+        torch.testing.assert_close(cls(TEXTS[:2]), hidden[:, 0])
+
+
+def test_embed_batches_by_length_but_keeps_input_order(encoder):
+    together = encoder.embed(TEXTS, batch_size=2)
+    one_by_one = torch.cat([encoder.embed([text]) for text in TEXTS])
+    torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=1e-4)
+    assert together.shape == (5, 384) and together.device.type == "cpu"
+    assert encoder.embed([]).shape == (0, 384)
+
+
+def test_embed_has_no_gradient_and_restores_training_mode(encoder):
+    encoder.train()
+    out = encoder.embed(TEXTS[:2])
+    assert not out.requires_grad and encoder.training
+    with_grad = encoder(TEXTS[:2])
+    assert with_grad.requires_grad
+    encoder.eval()
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="model path .* does not exist"):
+        load_encoder("./no/such/model")
+    with pytest.raises(ValueError, match="model path .* does not exist"):
+        load_encoder("/tmp/definitely-missing-model-folder")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        load_encoder(pooling="max")
+    with pytest.raises(OSError, match=r"(?s)could not load model .no-such-org/no-such-model.*offline all-MiniLM"):
+        load_encoder("no-such-org/no-such-model")  # HF_HUB_OFFLINE=1 (conftest): fails at once
+
+
+def test_texts_must_be_a_list_of_strings(encoder):
+    with pytest.raises(ValueError, match="list of strings"):
+        encoder("just one string")
+
+
+def test_loaded_encoder_is_in_eval_mode_so_forward_is_deterministic():
+    fresh = load_encoder(device="cpu")
+    assert not fresh.training and not fresh.model.training
+    torch.testing.assert_close(fresh(TEXTS[:2]), fresh(TEXTS[:2]))

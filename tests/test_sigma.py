@@ -1,0 +1,49 @@
+import itertools
+import math
+import statistics
+
+import pytest
+import torch
+
+from gloss_lite.sigma import sigma_dicm, sigma_sqrt
+
+
+def unit_rows(e):
+    return [[x / math.sqrt(sum(v * v for v in row)) for x in row] for row in e.tolist()]
+
+
+def test_sigma_sqrt_by_hand():
+    e = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    rows = unit_rows(e)
+    distances = [math.dist(a, b) for a, b in itertools.combinations(rows, 2)]
+    # torch.median takes the lower middle of an even count; 36 pairs here
+    lower_median = sorted(distances)[(len(distances) - 1) // 2]
+    assert sigma_sqrt(e) == pytest.approx(math.sqrt(lower_median / 3), rel=1e-6)
+    odd = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))  # 15 pairs: a true middle
+    distances = [math.dist(a, b) for a, b in itertools.combinations(unit_rows(odd), 2)]
+    assert sigma_sqrt(odd) == pytest.approx(math.sqrt(statistics.median(distances) / 3), rel=1e-6)
+
+
+def test_sigma_sqrt_is_scale_invariant_because_rows_are_normalised():
+    e = torch.randn(10, 5, generator=torch.Generator().manual_seed(2))
+    assert sigma_sqrt(e) == pytest.approx(sigma_sqrt(7.5 * e), rel=1e-9)
+
+
+def test_sigma_dicm_by_hand_and_skips_zero_distances():
+    e = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    labels = torch.tensor([0, 1, 0, 1])  # rows 0 and 1 coincide with different labels
+    rows = unit_rows(e)
+    between = [math.dist(rows[i], rows[j]) for i in range(4) for j in range(4) if labels[i] != labels[j]]
+    expected = min(d for d in between if d > 0) / 3
+    assert sigma_dicm(e, labels) == pytest.approx(expected, rel=1e-9)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="different classes"):
+        sigma_dicm(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="shapes disagree"):
+        sigma_dicm(torch.randn(5, 3), torch.arange(4))
+    with pytest.raises(ValueError, match="median distance 0"):
+        sigma_sqrt(torch.ones(5, 3))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        sigma_sqrt(torch.tensor([[1.0, float("inf")], [0.0, 1.0]]))

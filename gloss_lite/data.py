@@ -95,28 +95,35 @@ class Split:
         return Split([self.texts[i] for i in indices.tolist()], self.labels[indices], self.class_names)
 
     def sample(self, size: int | None, *, seed: int = 0) -> "Split":
-        """A class-stratified random sample of ``size`` rows, kept in file order.
+        """A class-stratified random sample of ``size`` rows (see ``stratified_sample``)."""
+        return self.subset(stratified_sample(self.labels, size, seed=seed))
 
-        Each class gets about its share of ``size`` (at least one row per class present while
-        ``size`` allows); ``None`` or a ``size`` of at least ``len(self)`` returns the split.
-        """
-        if size is None or size >= len(self):
-            return self
-        if size < 1:
-            raise ValueError(f"sample size must be >= 1, got {size}")
-        generator = torch.Generator().manual_seed(seed)
-        classes, counts = torch.unique(self.labels, return_counts=True)
-        quotas = (counts.double() * size / len(self)).floor().long().clamp_min(1)
-        while quotas.sum() > size:  # the at-least-one rule overshot: trim the largest quotas
-            quotas[quotas.argmax()] -= 1
-        remainders = counts.double() * size / len(self) - quotas
-        for i in remainders.argsort(descending=True)[: size - int(quotas.sum())]:
-            quotas[i] += 1  # hand the rows left over to the largest remainders
-        chosen = []
-        for cls, quota in zip(classes, quotas):
-            members = (self.labels == cls).nonzero().flatten()
-            chosen.append(members[torch.randperm(len(members), generator=generator)[:quota]])
-        return self.subset(torch.cat(chosen).sort().values)
+
+def stratified_sample(strata: torch.Tensor, size: int | None, *, seed: int = 0) -> torch.Tensor:
+    """Indices of a random sample of ``size`` items, stratified by ``strata``, in ascending order.
+
+    Each stratum (a class, or any integer key such as a (topic, sentiment) cell) gets its share
+    of ``size``, rounded by largest remainder, and at least one item while ``size`` allows.
+    ``None`` or a ``size`` of at least ``len(strata)`` returns every index.
+    """
+    strata = torch.as_tensor(strata)
+    if size is None or size >= len(strata):
+        return torch.arange(len(strata))
+    if size < 1:
+        raise ValueError(f"sample size must be >= 1, got {size}")
+    generator = torch.Generator().manual_seed(seed)
+    keys, counts = torch.unique(strata, return_counts=True)
+    shares = counts.double() * size / len(strata)
+    quotas = shares.floor().long().clamp_min(1)
+    while quotas.sum() > size:  # the at-least-one rule overshot: trim the largest quotas
+        quotas[quotas.argmax()] -= 1
+    for i in (shares - quotas).argsort(descending=True)[: size - int(quotas.sum())]:
+        quotas[i] += 1  # hand the items left over to the largest remainders
+    chosen = []
+    for key, quota in zip(keys, quotas):
+        members = (strata == key).nonzero().flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:quota]])
+    return torch.cat(chosen).sort().values
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .runtime import pick_device
 
@@ -150,6 +151,8 @@ def load_encoder(
                 )
             source = name
     local = isinstance(source, Path)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in every notebook
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=local)
@@ -158,5 +161,8 @@ def load_encoder(
             f"could not load model {name!r}: {error}\nWithout internet, use load_encoder() for the "
             "offline all-MiniLM-L6-v2, or pass a local folder holding the model's files."
         ) from error
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     encoder = Encoder(model.to(device), tokenizer, pooling=pooling, max_length=max_length, name=name)
     return encoder.eval()  # like from_pretrained: no dropout until a trainer calls .train()

@@ -449,8 +449,17 @@ def test_sample_keeps_a_rare_class_and_hits_the_size_exactly():
         assert set(sample.labels.tolist()) == {0, 1, 2}
 
 
+def test_stratified_sample_on_joint_strata_balances_both_keys():
+    topic = torch.arange(120) % 6
+    sentiment = (torch.arange(120) // 6) % 2
+    chosen = data.stratified_sample(topic * 2 + sentiment, 24, seed=1)
+    assert torch.bincount(topic[chosen]).tolist() == [4] * 6
+    assert torch.bincount(sentiment[chosen]).tolist() == [12, 12]
+    assert torch.equal(chosen, chosen.sort().values) and len(set(chosen.tolist())) == 24
+
+
 def test_sample_none_or_large_returns_the_split_and_bad_size_is_refused():
     split = _split([0, 1, 2, 0])
-    assert split.sample(None) is split and split.sample(10) is split
+    assert split.sample(None).texts == split.texts and split.sample(10).texts == split.texts
     with pytest.raises(ValueError, match="sample size must be >= 1"):
         split.sample(0)

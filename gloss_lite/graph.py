@@ -139,3 +139,22 @@ def transition_matrix(
         log_c = torch.logsumexp(log_w - 0.5 * log_degree[:, None], dim=0)
         log_w = log_w - log_c[None, :]
     return torch.softmax(log_w, dim=1)
+
+
+def knn_sparsify(affinity: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep, for every node, only its ``k`` strongest edges; symmetrise by keeping an edge if
+    either endpoint chose it (``max(W_kNN, W_kNN^T)``). The diagonal stays 0.
+
+    G-Loss itself uses the dense graph; the kNN graph is the usual alternative in graph-based
+    semi-supervised learning and is compared with it in ``notebooks/01_similarity_graph.ipynb``.
+    """
+    n = affinity.shape[0]
+    if affinity.dim() != 2 or affinity.shape != (n, n):
+        raise ValueError(f"affinity must be a square n x n matrix, got shape {tuple(affinity.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n - 1:
+        raise ValueError(f"k must be an int between 1 and n - 1 = {n - 1}, got {k!r}")
+    without_self = affinity.masked_fill(torch.eye(n, dtype=torch.bool, device=affinity.device), float("-inf"))
+    keep = torch.zeros_like(affinity, dtype=torch.bool)
+    keep.scatter_(1, without_self.topk(k, dim=1).indices, True)
+    keep = keep | keep.T
+    return torch.where(keep, affinity, torch.zeros_like(affinity))

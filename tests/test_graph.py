@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gloss_lite.graph import gaussian_affinity, squared_distances, transition_matrix
+from gloss_lite.graph import gaussian_affinity, knn_sparsify, squared_distances, transition_matrix
 
 
 def random_embeddings(n=12, d=5, seed=0, dtype=torch.float64):
@@ -121,3 +121,15 @@ def test_bad_transition_inputs_are_refused():
         transition_matrix(w[:, :5])
     with pytest.raises(ValueError, match="non-negative"):
         transition_matrix(-w)
+
+
+def test_knn_sparsify_keeps_each_nodes_k_strongest_edges_symmetrically():
+    w = gaussian_affinity(random_embeddings(n=10), 0.5)
+    neighbours = {i: sorted((j for j in range(10) if j != i), key=lambda j: -float(w[i, j]))[:3] for i in range(10)}
+    expected = torch.zeros_like(w)
+    for i, chosen in neighbours.items():
+        for j in chosen:  # an edge stays if either end chose it
+            expected[i, j] = expected[j, i] = w[i, j]
+    torch.testing.assert_close(knn_sparsify(w, 3), expected)
+    with pytest.raises(ValueError, match="k must be an int between 1 and n - 1 = 9"):
+        knn_sparsify(w, 10)

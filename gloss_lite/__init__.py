@@ -14,8 +14,8 @@ losses     G-Loss (function and module), mixing with CE            03_masking_an
 sigma      kernel-width estimates (SQRT, DICM)                     04_sigma_estimation
 ========== ======================================================= =====================
 
-``runtime`` (seeds, devices) and ``records`` (numbers a notebook reports to its tests) serve
-every notebook.
+``runtime`` (seeds, devices), ``plots`` (shared figures), ``records`` (numbers a notebook
+reports to its tests) and ``course`` (the papermill runner) serve every notebook.
 """
 
 __version__ = "0.1.0"

@@ -30,3 +30,4 @@ def test_record_outside_a_notebook_prints(capsys):
 def test_record_refuses_containers():
     with pytest.raises(ValueError, match="must be a number, bool or string"):
         record("x", [1, 2])
+

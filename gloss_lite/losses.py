@@ -199,3 +199,78 @@ def mix_losses(ce_loss: torch.Tensor, graph_loss: torch.Tensor, lam: float) -> t
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0 or math.isnan(lam):
         raise ValueError(f"lam weighs G-Loss against CE and must lie in [0, 1], got {lam!r}")
     return (1.0 - lam) * ce_loss + lam * graph_loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines the paper compares with (taught in notebooks/06_comparing_losses.ipynb). Each is a
+# module with forward(embeddings, labels), like GLoss, wrapping pytorch-metric-learning's
+# implementation. All three L2-normalise the embeddings first (cosine geometry), as G-Loss does.
+
+
+class SupConLoss(torch.nn.Module):
+    """Supervised contrastive loss (Khosla et al., 2020).
+
+    For each anchor ``i`` and each positive ``p`` (same label), with ``s_ij`` the cosine
+    similarity and ``tau`` the temperature:
+    ``-log( exp(s_ip / tau) / sum_{a != i} exp(s_ia / tau) )``, averaged over the pairs.
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        from pytorch_metric_learning.losses import SupConLoss as _SupCon
+
+        self.loss = _SupCon(temperature=temperature)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(embeddings.float(), labels)
+
+
+class TripletLoss(torch.nn.Module):
+    """Triplet margin loss ``max(0, d(a, p) - d(a, n) + margin)`` on L2-normalised embeddings.
+
+    ``mining="all"`` (batch-all) averages over every valid triplet of the batch whose loss is
+    positive; ``mining="hard"`` (batch-hard, Hermans et al., 2017) keeps, per anchor, the
+    farthest positive and the nearest negative.
+    """
+
+    MININGS = ("all", "hard")
+
+    def __init__(self, margin: float = 0.1, mining: str = "all") -> None:
+        super().__init__()
+        if mining not in self.MININGS:
+            raise ValueError(f"mining must be one of {self.MININGS}, got {mining!r}")
+        if not margin > 0:
+            raise ValueError(f"margin must be > 0, got {margin!r}")
+        from pytorch_metric_learning.losses import TripletMarginLoss
+        from pytorch_metric_learning.miners import BatchHardMiner
+
+        self.mining = mining
+        self.loss = TripletMarginLoss(margin=margin)
+        self.miner = BatchHardMiner() if mining == "hard" else None
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings = embeddings.float()
+        if self.miner is None:
+            return self.loss(embeddings, labels)
+        return self.loss(embeddings, labels, self.miner(embeddings, labels))
+
+
+class ContrastiveLoss(torch.nn.Module):
+    """Pairwise contrastive loss (Hadsell, Chopra and LeCun, 2006) on L2-normalised embeddings.
+
+    Positive pairs pay ``d``, negative pairs ``max(0, margin - d)``; each part is averaged over
+    its pairs with a non-zero loss and the two parts are added.
+    """
+
+    def __init__(self, margin: float = 1.0) -> None:
+        super().__init__()
+        if not margin > 0:
+            raise ValueError(f"margin must be > 0, got {margin!r}")
+        from pytorch_metric_learning.losses import ContrastiveLoss as _Contrastive
+
+        self.loss = _Contrastive(pos_margin=0.0, neg_margin=margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(embeddings.float(), labels)

@@ -1,0 +1,86 @@
+"""The baseline losses against the formulas written out by hand, pair by pair and triplet by triplet."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from gloss_lite.losses import ContrastiveLoss, SupConLoss, TripletLoss
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 1])
+    unit = torch.nn.functional.normalize(embeddings, dim=1)
+    return embeddings, labels, unit
+
+
+def mean_of_positive(values):
+    positive = [v for v in values if v > 0]
+    return sum(positive) / len(positive) if positive else 0.0
+
+
+def test_supcon_by_hand():
+    e, y, u = batch()
+    tau = 0.2
+    sim = (u @ u.T).tolist()
+    per_anchor = []
+    for i in range(len(y)):
+        others = [a for a in range(len(y)) if a != i]
+        log_norm = math.log(sum(math.exp(sim[i][a] / tau) for a in others))
+        positives = [p for p in others if y[p] == y[i]]
+        per_anchor.append(-sum(sim[i][p] / tau - log_norm for p in positives) / len(positives))
+    expected = mean_of_positive(per_anchor)
+    assert float(SupConLoss(tau)(e, y)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_batch_all_triplet_by_hand():
+    e, y, u = batch()
+    d = torch.cdist(u, u).tolist()
+    losses = [
+        max(0.0, d[a][p] - d[a][n] + 0.1)
+        for a, p, n in itertools.permutations(range(len(y)), 3)
+        if y[a] == y[p] and y[a] != y[n]
+    ]
+    assert float(TripletLoss(0.1, "all")(e, y)) == pytest.approx(mean_of_positive(losses), rel=1e-5)
+
+
+def test_batch_hard_triplet_by_hand():
+    e, y, u = batch()
+    d = torch.cdist(u, u).tolist()
+    losses = []
+    for a in range(len(y)):
+        hardest_positive = max(d[a][p] for p in range(len(y)) if p != a and y[p] == y[a])
+        hardest_negative = min(d[a][n] for n in range(len(y)) if y[n] != y[a])
+        losses.append(max(0.0, hardest_positive - hardest_negative + 0.5))
+    assert float(TripletLoss(0.5, "hard")(e, y)) == pytest.approx(mean_of_positive(losses), rel=1e-5)
+
+
+def test_contrastive_by_hand():
+    e, y, u = batch()
+    d = torch.cdist(u, u).tolist()
+    pairs = [(i, j) for i, j in itertools.permutations(range(len(y)), 2)]
+    positive = [d[i][j] for i, j in pairs if y[i] == y[j]]
+    negative = [max(0.0, 0.8 - d[i][j]) for i, j in pairs if y[i] != y[j]]
+    expected = mean_of_positive(positive) + mean_of_positive(negative)
+    assert float(ContrastiveLoss(0.8)(e, y)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", [SupConLoss(), TripletLoss(), TripletLoss(mining="hard"), ContrastiveLoss()])
+def test_baselines_have_gradients_and_accept_bfloat16(loss):
+    e, y, _ = batch()
+    e = e.float().requires_grad_()
+    loss(e, y).backward()
+    assert torch.isfinite(e.grad).all() and e.grad.abs().sum() > 0
+    assert torch.isfinite(loss(e.detach().bfloat16(), y))
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="mining must be one of"):
+        TripletLoss(mining="semi")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        SupConLoss(0.0)
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        ContrastiveLoss(-1.0)

@@ -1,0 +1,158 @@
+"""The trainer on a tiny randomly initialised BERT (fast), with the offline tokenizer."""
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from gloss_lite import train as train_module
+from gloss_lite.data import load_dataset
+from gloss_lite.encoders import Encoder, default_model_path
+from gloss_lite.evaluate import classification_metrics, lpa_predict
+from gloss_lite.graph import gaussian_affinity, transition_matrix
+from gloss_lite.lpa import propagate
+from gloss_lite.sigma import sigma_dicm, sigma_sqrt
+from gloss_lite.train import LOSSES, TrainConfig, fit, tune
+
+TOKENIZER = AutoTokenizer.from_pretrained(default_model_path())
+
+
+def tiny_encoder(seed=0):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=TOKENIZER.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    return Encoder(BertModel(config), TOKENIZER, max_length=32, name="tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def splits():
+    train, val, _ = load_dataset("reviews_sentiment")
+    return train.sample(24, seed=0), val.sample(12, seed=0)
+
+
+def quick(**changes):
+    settings = dict(epochs=1, batch_size=8, lr=1e-3, head_lr=1e-2, device="cpu", progress=False,
+                    lpa_reference_size=24, sigma=0.5)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains_and_reports_an_epoch(loss, splits):
+    train, val = splits
+    result = fit(train, val, quick(loss=loss), encoder=tiny_encoder())
+    (row,) = result.history
+    assert row["epoch"] == 1 and row["seconds"] > 0
+    assert all(torch.isfinite(torch.tensor(row[k])) for k in ("loss", "ce", "aux"))
+    for key in ("val_accuracy", "val_macro_f1", "val_lpa_accuracy", "val_lpa_macro_f1"):
+        assert 0.0 <= row[key] <= 1.0
+    if loss == "ce":
+        assert row["aux"] == 0.0 and row["loss"] == pytest.approx(row["ce"])
+    elif loss.endswith("+ce"):
+        assert row["loss"] == pytest.approx(0.5 * row["ce"] + 0.5 * row["aux"], rel=1e-5)
+
+
+def test_gloss_plus_ce_loss_falls(splits):
+    train, val = splits
+    result = fit(train, val, quick(loss="gloss+ce", epochs=6, lpa_eval=False), encoder=tiny_encoder())
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_the_encoder_runs_once_per_training_step(splits, monkeypatch):
+    train, val = splits
+    calls = []
+    original = Encoder.forward
+    monkeypatch.setattr(Encoder, "forward", lambda self, texts: calls.append(len(texts)) or original(self, texts))
+    fit(train, val, quick(loss="gloss+ce", lpa_eval=False), encoder=tiny_encoder())
+    training_calls = calls[: len(train) // 8]
+    assert training_calls == [8, 8, 8]  # 24 documents, batches of 8: one pass each
+    assert len(calls) == 3 + 1  # then one pass embeds the 12 validation texts
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(splits, tmp_path):
+    train, val = splits
+    straight = fit(train, val, quick(loss="gloss+ce", epochs=2, checkpoint_dir=str(tmp_path / "a")),
+                   encoder=tiny_encoder())
+    first = fit(train, val, quick(loss="gloss+ce", epochs=1, checkpoint_dir=str(tmp_path / "b")),
+                encoder=tiny_encoder())
+    assert len(first.history) == 1
+    resumed = fit(train, val, quick(loss="gloss+ce", epochs=2, checkpoint_dir=str(tmp_path / "b")),
+                  encoder=tiny_encoder(seed=99))  # different initial weights: the checkpoint must win
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert resumed.history[0]["seconds"] == first.history[0]["seconds"]  # epoch 1 not run again
+    for key in ("loss", "ce", "aux", "val_accuracy"):
+        assert resumed.history[1][key] == pytest.approx(straight.history[1][key], abs=1e-6)
+    for a, b in zip(straight.encoder.parameters(), resumed.encoder.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(splits, tmp_path):
+    train, val = splits
+    fit(train, val, quick(loss="ce", checkpoint_dir=str(tmp_path)), encoder=tiny_encoder())
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(train, val, quick(loss="gloss+ce", epochs=2, checkpoint_dir=str(tmp_path)), encoder=tiny_encoder())
+
+
+@pytest.mark.parametrize("rule, estimate", [("sqrt", sigma_sqrt), ("dicm", sigma_dicm)])
+def test_sigma_rules_are_estimated_on_the_initial_training_embeddings(rule, estimate, splits):
+    train, val = splits
+    encoder = tiny_encoder()
+    initial = encoder.embed(train.texts, progress=False)
+    expected = estimate(initial) if rule == "sqrt" else estimate(initial, train.labels)
+    result = fit(train, val, quick(loss="gloss", sigma=rule, lpa_eval=False), encoder=encoder)
+    assert result.sigma == pytest.approx(expected, rel=1e-5)
+    assert result.history[0]["sigma"] == result.sigma
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"loss": "mse"}, "loss must be one of"),
+        ({"lam": 1.5}, r"lam .* must lie in \[0, 1\]"),
+        ({"gamma": 1.0}, r"gamma .* must lie in \(0, 1\)"),
+        ({"gamma": 0.0}, r"gamma .* must lie in \(0, 1\)"),
+        ({"sigma": "median"}, "sigma must be a positive number, 'sqrt' or 'dicm'"),
+        ({"sigma": -1.0}, "sigma must be a positive number, 'sqrt' or 'dicm'"),
+        ({"epochs": 0}, "epochs must be a positive int"),
+        ({"lr": 0.0}, "lr must be a positive number"),
+        ({"batch_size": 2}, "batch_size 2 cannot hold the 2 classes plus one more document"),
+        ({"scheme": "sym"}, "scheme must be"),
+        ({"triplet_mining": "semi"}, "triplet_mining must be one of"),
+    ],
+)
+def test_bad_configurations_fail_at_once(changes, message, splits, monkeypatch):
+    train, val = splits
+    monkeypatch.setattr(train_module, "load_encoder", lambda *a, **k: pytest.fail("loaded a model first"))
+    with pytest.raises(ValueError, match=message):
+        fit(train, val, quick(**changes))
+
+
+def test_tune_searches_and_returns_the_best_trial(splits):
+    train, val = splits
+    best, study = tune(train, val, quick(loss="gloss+ce"), n_trials=3, make_encoder=tiny_encoder,
+                       search_space={"sigma": (0.2, 1.0, True)})
+    assert len(study.trials) == 3
+    assert best.sigma == study.best_params["sigma"] and 0.2 <= best.sigma <= 1.0
+    assert best.lam == study.best_params["lam"] and best.loss == "gloss+ce"
+    assert study.best_value == max(t.value for t in study.trials)
+    with pytest.raises(ValueError, match="unknown settings"):
+        tune(train, val, quick(), n_trials=1, search_space={"dropout": (0.1, 0.2, False)})
+
+
+def test_lpa_predict_is_propagation_over_reference_and_query():
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randn(20, 4, generator=g)
+    labels = torch.arange(20) % 3
+    query = torch.randn(7, 4, generator=g)
+    everything = torch.cat([reference, query]).double()
+    visible = torch.arange(27) < 20
+    transition = transition_matrix(gaussian_affinity(everything, 0.4), "gloss")
+    expected = propagate(transition, torch.cat([labels, torch.zeros(7, dtype=torch.long)]), visible, 3)[20:]
+    assert torch.equal(lpa_predict(reference, labels, query, 3, sigma=0.4), expected.argmax(dim=1))
+
+
+def test_classification_metrics_match_their_definitions():
+    metrics = classification_metrics(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0]))
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    f1 = [2 * 1 / (2 * 1 + 1 + 1), 2 * 2 / (2 * 2 + 1 + 0), 0.0]  # per class: 2TP / (2TP + FP + FN)
+    assert metrics["macro_f1"] == pytest.approx(sum(f1) / 3)

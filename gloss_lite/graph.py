@@ -158,3 +158,33 @@ def knn_sparsify(affinity: torch.Tensor, k: int) -> torch.Tensor:
     keep.scatter_(1, without_self.topk(k, dim=1).indices, True)
     keep = keep | keep.T
     return torch.where(keep, affinity, torch.zeros_like(affinity))
+
+
+def _same_class_off_diagonal(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = torch.as_tensor(labels)
+    off = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return (labels[:, None] == labels[None, :]) & off, off
+
+
+def within_class_share(affinity: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of the off-diagonal edge weight that joins two nodes of the same class.
+
+    Compare it with ``chance_share(labels)``, the value for a graph whose weights are all equal.
+    """
+    same, off = _same_class_off_diagonal(labels)
+    return float(affinity[same].sum() / affinity[off].sum())
+
+
+def chance_share(labels: torch.Tensor) -> float:
+    """Fraction of ordered pairs ``i != j`` with ``y_i = y_j`` (about 1/C for C balanced classes)."""
+    same, off = _same_class_off_diagonal(labels)
+    return float(same.sum() / off.sum())
+
+
+def block_contrast(affinity: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean within-class weight over mean between-class weight (off-diagonal); 1 means no class blocks."""
+    same, off = _same_class_off_diagonal(labels)
+    between = ~same & off
+    if not same.any() or not between.any():
+        raise ValueError("block_contrast needs at least two classes and a class with two members")
+    return float(affinity[same].mean() / affinity[between].mean())

@@ -133,3 +133,16 @@ def test_knn_sparsify_keeps_each_nodes_k_strongest_edges_symmetrically():
     torch.testing.assert_close(knn_sparsify(w, 3), expected)
     with pytest.raises(ValueError, match="k must be an int between 1 and n - 1 = 9"):
         knn_sparsify(w, 10)
+
+
+def test_class_structure_measures_by_hand():
+    from gloss_lite.graph import block_contrast, chance_share, within_class_share
+
+    w = torch.tensor([[0, 4, 1, 1], [4, 0, 1, 1], [1, 1, 0, 2], [1, 1, 2, 0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1])
+    # within-class edges (both directions): 4, 4, 2, 2 = 12 of a total 12 + 8 = 20
+    assert within_class_share(w, labels) == pytest.approx(12 / 20)
+    assert chance_share(labels) == pytest.approx(4 / 12)
+    assert block_contrast(w, labels) == pytest.approx((12 / 4) / (8 / 8))
+    with pytest.raises(ValueError, match="at least two classes"):
+        block_contrast(w, torch.zeros(4, dtype=torch.long))

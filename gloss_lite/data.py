@@ -99,6 +99,21 @@ class Split:
         return self.subset(stratified_sample(self.labels, size, seed=seed))
 
 
+def joint_strata(*label_sets: torch.Tensor) -> torch.Tensor:
+    """One integer per combination of labels, e.g. the (topic, sentiment) cell of each review.
+
+    ``key = (...(y1 * n2 + y2) * n3 + y3 ...)`` with ``n_k`` the number of classes of ``y_k``
+    (its largest label plus one), so two documents share a key exactly when they share every label.
+    """
+    key = torch.zeros(len(label_sets[0]), dtype=torch.int64)
+    for labels in label_sets:
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        if labels.shape != key.shape:
+            raise ValueError(f"label sets must have the same length, got {len(key)} and {len(labels)}")
+        key = key * (int(labels.max()) + 1) + labels
+    return key
+
+
 def stratified_sample(strata: torch.Tensor, size: int | None, *, seed: int = 0) -> torch.Tensor:
     """Indices of a random sample of ``size`` items, stratified by ``strata``, in ascending order.
 

@@ -458,6 +458,14 @@ def test_stratified_sample_on_joint_strata_balances_both_keys():
     assert torch.equal(chosen, chosen.sort().values) and len(set(chosen.tolist())) == 24
 
 
+def test_joint_strata_numbers_every_label_combination():
+    topic, sentiment = torch.tensor([0, 2, 1, 2, 0]), torch.tensor([1, 0, 1, 1, 1])
+    assert data.joint_strata(topic, sentiment).tolist() == [1, 4, 3, 5, 1]  # topic * 2 + sentiment
+    assert torch.equal(data.joint_strata(topic), topic)
+    with pytest.raises(ValueError, match="same length"):
+        data.joint_strata(topic, sentiment[:3])
+
+
 def test_sample_none_or_large_returns_the_split_and_bad_size_is_refused():
     split = _split([0, 1, 2, 0])
     assert split.sample(None).texts == split.texts and split.sample(10).texts == split.texts

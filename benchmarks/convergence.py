@@ -30,12 +30,8 @@ import time
 import torch
 
 from gloss_lite.data import load_dataset
+from gloss_lite.results import first_epoch_reaching
 from gloss_lite.train import TrainConfig, fit
-
-
-def first_epoch_reaching(accuracies: list[float], target: float) -> int | None:
-    """1-based epoch of the first accuracy >= target, or None."""
-    return next((i + 1 for i, a in enumerate(accuracies) if a >= target - 1e-12), None)
 
 
 def main() -> None:

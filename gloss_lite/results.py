@@ -1,0 +1,101 @@
+"""Results of training runs: the reproduction file and the convergence measure.
+
+A results file (``results/reproduction.csv`` for the GPU reproduction) holds one row per run
+and epoch, with the columns
+
+    dataset, loss, seed, epoch, val_accuracy                    (required)
+    val_macro_f1, test_accuracy, test_macro_f1, seconds, gpu, torch    (optional)
+
+``test_*`` are filled on a run's last epoch (earlier rows may leave them empty); ``seconds`` is
+the epoch's training time.
+
+**Convergence.** The paper's speed claim is about epochs: for a reference loss (CE) with best
+mean validation accuracy a* over its epochs, a loss converges faster if its mean validation
+accuracy first reaches a* at an earlier epoch,
+
+    first_epoch_reaching(curve, a*) = min { t : curve[t] >= a* }   (1-based; None if never).
+
+Taught in ``06_comparing_losses``; ``benchmarks/convergence.py`` measures the same quantity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ["dataset", "loss", "seed", "epoch", "val_accuracy"]
+OPTIONAL_COLUMNS = ["val_macro_f1", "test_accuracy", "test_macro_f1", "seconds", "gpu", "torch"]
+RESULT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+_NUMERIC = ["seed", "epoch", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "seconds"]
+_TEXT = ["dataset", "loss", "gpu", "torch"]
+TOLERANCE = 1e-9  # "reaches" allows for float noise in a mean of accuracies
+
+
+def first_epoch_reaching(curve: Sequence[float], target: float) -> int | None:
+    """The 1-based epoch of the first value in ``curve`` that is >= ``target``; None if none is."""
+    return next((epoch for epoch, value in enumerate(curve, start=1) if value >= target - TOLERANCE), None)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """A results CSV as a clean DataFrame with ``RESULT_COLUMNS``, one row per (dataset, loss, seed, epoch).
+
+    Column names match case-insensitively and without surrounding spaces; missing optional
+    columns are added empty. Rows whose required values are missing or not numeric are dropped,
+    with a printed count; for a repeated (dataset, loss, seed, epoch) the last row wins.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a required column is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}; a GPU run writes it (see the README)")
+    frame = pd.read_csv(path, skipinitialspace=True)
+    frame.columns = [str(column).strip().lower() for column in frame.columns]
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}; a results file has the columns {RESULT_COLUMNS}")
+    for column in OPTIONAL_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    frame[_NUMERIC] = frame[_NUMERIC].apply(pd.to_numeric, errors="coerce")
+    for column in _TEXT:
+        frame[column] = frame[column].astype("string").str.strip()
+    blank = frame["dataset"].fillna("").eq("") | frame["loss"].fillna("").eq("")
+    bad = frame[REQUIRED_COLUMNS].isna().any(axis=1) | blank.astype(bool)
+    if bad.any():
+        print(f"{path}: skipped {int(bad.sum())} row(s) with a missing or non-numeric {', '.join(REQUIRED_COLUMNS)}")
+    frame = frame[~bad].astype({"seed": int, "epoch": int})
+    frame = frame.drop_duplicates(["dataset", "loss", "seed", "epoch"], keep="last")
+    return frame[RESULT_COLUMNS].sort_values(["dataset", "loss", "seed", "epoch"]).reset_index(drop=True)
+
+
+def summarise_results(frame: pd.DataFrame, reference: str = "ce") -> pd.DataFrame:
+    """One row per (dataset, loss): seeds, epochs, final test scores (mean and std over seeds),
+    the best mean validation accuracy, and the first epoch at which the loss's mean validation
+    curve reaches the ``reference`` loss's best (NaN when it never does, or there is no reference).
+    """
+    runs = frame.sort_values("epoch").groupby(["dataset", "loss", "seed"]).agg(
+        epochs=("epoch", "max"), test_accuracy=("test_accuracy", "last"), test_macro_f1=("test_macro_f1", "last"),
+        seconds=("seconds", lambda s: s.sum(min_count=1)), gpu=("gpu", "last"))
+    mean_curves = frame.groupby(["dataset", "loss", "epoch"])["val_accuracy"].mean()
+    rows = []
+    for (name, loss), group in runs.groupby(level=["dataset", "loss"]):
+        curve = mean_curves.loc[(name, loss)]
+        has_reference = (name, reference) in mean_curves.index.droplevel("epoch")
+        target = mean_curves.loc[(name, reference)].max() if has_reference else np.nan
+        reached = next((int(epoch) for epoch, value in curve.sort_index().items()
+                        if value >= target - TOLERANCE), None) if has_reference else None
+        rows.append({
+            "dataset": name, "loss": loss, "seeds": len(group), "epochs": int(group["epochs"].max()),
+            "test accuracy": group["test_accuracy"].mean(), "test accuracy std": group["test_accuracy"].std(),
+            "test macro-F1": group["test_macro_f1"].mean(), "test macro-F1 std": group["test_macro_f1"].std(),
+            "best mean val accuracy": curve.max(),
+            f"first epoch >= {reference}'s best val": np.nan if reached is None else reached,
+            "seconds per run": group["seconds"].mean(),
+            "gpu": ", ".join(sorted(group["gpu"].dropna().unique())) or "-",
+        })
+    return pd.DataFrame(rows).set_index(["dataset", "loss"])

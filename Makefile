@@ -6,15 +6,17 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# torch's CPU wheel, pinned in the same pip command as everything that depends on torch
+TORCH  := torch==2.13.0
 
-.PHONY: install course test clean
+.PHONY: install course test student lint clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable ".[test]"
+	$(PY) -m pip install --quiet --editable ".[test]" "$(TORCH)"
 	touch $@
 
 course: install
@@ -22,6 +24,14 @@ course: install
 
 test: install
 	HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m pytest
+
+student: install
+	$(PY) -m gloss_lite.classroom student --output student
+
+lint: install
+	$(PY) -m ruff check .
+	$(VENV)/bin/nbstripout --verify --keep-id notebooks/*.ipynb
+	$(PY) -m gloss_lite.classroom colab --check
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -137,7 +137,8 @@ def main() -> None:
     if device.type == "cpu":  # CPU seconds of this process: less sensitive to other jobs than wall time
         cpu = {kind: statistics.median(cpu_times[kind]) for kind in KINDS}
         print("CPU time medians (ms): " + ", ".join(f"{kind} {cpu[kind] * 1000:.1f}" for kind in KINDS))
-        print(f"CPU time ratios: 1 pass / ce {cpu[KINDS[1]] / cpu['ce']:.3f}, 2 pass / ce {cpu[KINDS[2]] / cpu['ce']:.3f}")
+        print(f"CPU time ratios: 1 pass / ce {cpu[KINDS[1]] / cpu['ce']:.3f}, "
+              f"2 pass / ce {cpu[KINDS[2]] / cpu['ce']:.3f}")
     print(f"two-pass gloss_ce_step/ce_step = {medians[KINDS[2]] / medians['ce']:.3f}")
     print(f"gloss_ce_step/ce_step = {medians[KINDS[1]] / medians['ce']:.3f}")
 

@@ -12,10 +12,16 @@ lpa        label propagation: iterative and closed form            02_label_prop
 masking    which labels stay visible in a minibatch                03_masking_and_the_loss
 losses     G-Loss (function and module), mixing with CE            03_masking_and_the_loss
 sigma      kernel-width estimates (SQRT, DICM)                     04_sigma_estimation
+train      the training loop for every loss; G-Loss-O (Optuna)     05_fine_tuning
+evaluate   head and transductive-LPA scores                        05_fine_tuning
+losses     the baselines: SupCon, triplet, contrastive             06_comparing_losses
+results    results files and the convergence measure               06_comparing_losses
 ========== ======================================================= =====================
 
-``runtime`` (seeds, devices), ``plots`` (shared figures), ``records`` (numbers a notebook
-reports to its tests) and ``course`` (the papermill runner) serve every notebook.
+``exercises`` (the auto-checks of every notebook's coded exercises), ``classroom`` (student
+copies, Colab set-up cells and badges), ``runtime`` (seeds, devices), ``plots`` (shared
+figures), ``records`` (numbers a notebook reports to its tests) and ``course`` (the papermill
+runner) serve every notebook.
 """
 
 __version__ = "0.1.0"

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "outputs" / "course")
     parser.add_argument("--smoke", action="store_true", help="use each notebook's smoke parameters")
-    parser.add_argument("--cell-timeout", type=int, default=1800, help="seconds allowed for one cell (training cells on a slow CPU need minutes)")
+    parser.add_argument("--cell-timeout", type=int, default=1800,
+                        help="seconds allowed for one cell (training cells on a slow CPU need minutes)")
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every course notebook")
     args = parser.parse_args(argv)
     failed = []

@@ -1,7 +1,9 @@
-"""environment.yml (for conda users) must list exactly what pyproject.toml installs."""
+"""The install is pinned in one story: pyproject.toml, the Makefile's torch pin, environment.yml
+(for conda users) and the pre-commit hooks agree."""
+
+import re
 
 import tomllib
-
 import yaml
 from packaging.requirements import Requirement
 
@@ -12,9 +14,32 @@ def normalised(requirements):
     return {str(Requirement(r)).replace(" ", "").lower() for r in requirements}
 
 
-def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = normalised(project["dependencies"] + project["optional-dependencies"]["test"])
+def project():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def makefile_torch_pin():
+    found = re.findall(r"^TORCH\s*:=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M)
+    assert len(found) == 1, "the Makefile must set TORCH := torch==<version> once"
+    return found[0]
+
+
+def test_torch_is_a_floor_in_the_package_and_pinned_at_install():
+    (torch,) = [Requirement(r) for r in project()["dependencies"] if Requirement(r).name == "torch"]
+    assert all(spec.operator == ">=" for spec in torch.specifier), (
+        "pyproject.toml must only put a floor on torch, so that installing the course in Colab keeps Colab's torch"
+    )
+    pin = Requirement(makefile_torch_pin())
+    assert pin.name == "torch" and str(pin.specifier) == "==2.13.0"
+    assert torch.specifier.contains("2.13.0"), "the pinned torch must satisfy the package's floor"
+
+
+def test_environment_yml_matches_pyproject_and_the_torch_pin():
+    wanted = normalised(
+        [r for r in project()["dependencies"] if Requirement(r).name != "torch"]
+        + project()["optional-dependencies"]["test"]
+        + [makefile_torch_pin()]
+    )
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_sections = [item["pip"] for item in env["dependencies"] if isinstance(item, dict)]
     assert len(pip_sections) == 1, "environment.yml needs one pip: section"
@@ -24,6 +49,11 @@ def test_environment_yml_matches_pyproject():
     assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
 
 
-def test_torch_is_pinned_to_the_cpu_wheel_version():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "torch==2.13.0" in project["dependencies"]
+def test_pre_commit_hooks_use_the_pinned_tools():
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"nbstripout", "ruff"} <= set(hooks)
+    pins = normalised(project()["optional-dependencies"]["test"])
+    for name in ("nbstripout", "ruff"):
+        assert normalised(hooks[name]["additional_dependencies"]) <= pins, f"{name}'s hook and pyproject disagree"
+    assert "--keep-id" in hooks["nbstripout"]["entry"], "nbstripout must keep the cell ids"

@@ -1,0 +1,197 @@
+"""gloss_lite.classroom: student copies (stubs in place of solutions, stable, failing exactly at
+the exercises) and the Colab set-up cells and badges (in step with the README's one URL)."""
+
+import json
+import os
+import re
+import shutil
+
+import nbclient
+import nbformat
+import papermill
+import pytest
+
+from gloss_lite import classroom
+from gloss_lite.course import INLINE_BACKEND, NOTEBOOK_DIR, course_metadata, notebook_paths
+from gloss_lite.exercises import EXERCISES
+
+NOTEBOOKS = notebook_paths()
+CELL_TIMEOUT = 300
+CHECK_CELL = re.compile(r'check\("(\d\d\.\d)", \w+\)\s*')
+
+SOURCE = '''import torch
+
+def gaussian_kernel(embeddings, sigma):
+    """Docstring stays."""
+    ### BEGIN SOLUTION
+    weights = torch.exp(-embeddings)
+    return weights
+    ### END SOLUTION
+
+def helper(x):
+    if x:
+        ### BEGIN SOLUTION
+        return 1
+        ### END SOLUTION
+    return 0'''
+
+
+def test_strip_solutions_leaves_an_indented_stub_with_the_exercise_hint():
+    stripped = classroom.strip_solutions(SOURCE)
+    message = ("Exercise 01.2 (the Gaussian kernel): write this part, then run the check below. "
+               f"Hint: {EXERCISES['01.2'].hint}.")
+    assert stripped == f'''import torch
+
+def gaussian_kernel(embeddings, sigma):
+    """Docstring stays."""
+    # YOUR CODE HERE
+    raise NotImplementedError({message!r})
+
+def helper(x):
+    if x:
+        # YOUR CODE HERE
+        raise NotImplementedError('write this part of the exercise, then run the check below')
+    return 0'''
+    compile(stripped, "<student>", "exec")
+    assert classroom.strip_solutions("x = 1\n") == "x = 1\n"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("### BEGIN SOLUTION\nx = 1", r"cell 3, line 1: ### BEGIN SOLUTION is never closed; add a line ### END SOLUTION"),
+    ("x = 1\n### END SOLUTION", r"cell 3, line 2: ### END SOLUTION without a ### BEGIN SOLUTION before it"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", r"line 2: ### BEGIN SOLUTION inside another"),
+])
+def test_broken_markers_are_reported_with_their_place(source, message):
+    with pytest.raises(ValueError, match=message):
+        classroom.strip_solutions(source, where="cell 3")
+
+
+def test_student_copies_are_stable_and_replace_stale_ones(tmp_path):
+    stale = tmp_path / "99_gone.ipynb"
+    stale.write_text("{}")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("the teacher's own file")
+    written = classroom.make_student_copies(tmp_path)
+    first = {path.name: path.read_bytes() for path in written}
+    assert sorted(first) == [path.name for path in NOTEBOOKS]
+    assert not stale.exists() and keep.exists()
+    classroom.make_student_copies(tmp_path)
+    assert {path.name: path.read_bytes() for path in sorted(tmp_path.glob("*.ipynb"))} == first
+    with pytest.raises(ValueError, match="a folder of their own"):
+        classroom.make_student_copies(NOTEBOOK_DIR)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_student_copy_differs_only_in_solutions_and_badge(path):
+    instructor = classroom.read_notebook(path)
+    before = json.dumps(instructor)
+    student = classroom.student_notebook(instructor, name=path.name)
+    assert json.dumps(instructor) == before, "the instructor's notebook must not change"
+    assert [c.get("id") for c in student["cells"]] == [c.get("id") for c in instructor["cells"]]
+    assert student["metadata"] == instructor["metadata"]
+    changed = 0
+    for mine, theirs in zip(instructor["cells"], student["cells"]):
+        source, copy = classroom.cell_source(mine), classroom.cell_source(theirs)
+        if classroom.has_solutions(source):
+            changed += 1
+            assert "### BEGIN SOLUTION" not in copy and "raise NotImplementedError(" in copy
+            compile(copy, path.name, "exec")
+        elif classroom.BADGE_PATTERN.search(source):
+            assert not classroom.BADGE_PATTERN.search(copy) and copy.splitlines()[0] == source.splitlines()[0]
+        else:
+            assert copy == source
+    assert changed >= 2
+
+
+def execute_allowing_errors(notebook: dict, parameters: dict, folder) -> nbformat.NotebookNode:
+    """Run every cell, even after an error (as a student would, cell after cell)."""
+    source, prepared = folder / "student.ipynb", folder / "prepared.ipynb"
+    classroom.write_notebook(notebook, source)
+    papermill.execute_notebook(str(source), str(prepared), parameters=parameters, prepare_only=True,
+                               kernel_name="python3", progress_bar=False)
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    client = nbclient.NotebookClient(nbformat.read(prepared, as_version=4), timeout=CELL_TIMEOUT,
+                                     kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    return client.execute()
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_student_copy_runs_and_fails_exactly_at_its_exercises(path, tmp_path):
+    student = classroom.student_notebook(classroom.read_notebook(path), name=path.name)
+    executed = execute_allowing_errors(student, course_metadata(path)["smoke_parameters"], tmp_path)
+    failed = {}
+    for index, cell in enumerate(executed.cells):
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if errors:
+            failed[index] = errors[0]
+    calls = {index: CHECK_CELL.fullmatch(cell.source) for index, cell in enumerate(executed.cells)}
+    checks = {index: call.group(1) for index, call in calls.items() if call}
+    assert len(checks) >= 2
+    unexpected = {i: f"{e['ename']}: {e['evalue'][:200]}" for i, e in failed.items() if i not in checks}
+    assert not unexpected, f"{path.name}: cells that are not exercise checks failed: {unexpected}"
+    for index, exercise_id in checks.items():
+        assert index in failed, f"{path.name}: the check of exercise {exercise_id} passed in the student copy"
+        assert failed[index]["ename"] == "NotImplementedError", failed[index]["evalue"]
+        assert failed[index]["evalue"].startswith(f"Exercise {exercise_id} ("), failed[index]["evalue"]
+
+
+# -- Colab -----------------------------------------------------------------------------------
+
+def test_the_repository_course_is_in_step_with_its_readme():
+    assert classroom.colab_problems() == []
+    url = classroom.repository_url()
+    for path in NOTEBOOKS:
+        notebook = classroom.read_notebook(path)
+        setup = classroom.cell_source(notebook["cells"][0])
+        assert notebook["cells"][0]["cell_type"] == "code" and 'if "google.colab" in sys.modules:' in setup
+        assert f'"{url}"' in setup and "%pip install" in setup
+        assert "torch" not in setup.split("%pip install", 1)[1].splitlines()[0], "Colab's torch must stay"
+        assert classroom.colab_url(url, f"notebooks/{path.name}") in classroom.cell_source(notebook["cells"][1])
+
+
+def test_the_setup_cell_does_nothing_outside_colab():
+    setup = classroom.setup_source("https://github.com/owner/name")
+    code = setup.replace("    %pip install", "    pass  # %pip install")  # plain Python, as IPython would see it
+    namespace = {}
+    exec(compile(code, "<setup>", "exec"), namespace)
+    assert "COURSE" not in namespace
+
+
+def copy_course(tmp_path, url):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebooks = [folder / path.name for path in NOTEBOOKS[:2]]
+    for path, copy in zip(NOTEBOOKS, notebooks):
+        shutil.copy(path, copy)
+    readme = tmp_path / "README.md"
+    text = classroom.README.read_text(encoding="utf-8")
+    readme.write_text(text.replace(classroom.repository_url(), url), encoding="utf-8")
+    return readme, notebooks
+
+
+def test_a_new_repository_url_is_reported_then_written_everywhere(tmp_path):
+    readme, notebooks = copy_course(tmp_path, "https://github.com/someone/fork")
+    problems = classroom.colab_problems(readme, notebooks)
+    assert any("README.md: a Colab link points at another repository" in p for p in problems)
+    assert any(p.startswith(f"{notebooks[0].name}: the set-up cell or the Colab badge") for p in problems)
+    changed = classroom.sync_colab(readme, notebooks)
+    assert set(changed) == {readme, *notebooks}
+    assert classroom.colab_problems(readme, notebooks) == []
+    assert "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/00_overview.ipynb" in \
+        readme.read_text(encoding="utf-8")
+    notebook = classroom.read_notebook(notebooks[0])
+    assert '"https://github.com/someone/fork"' in classroom.cell_source(notebook["cells"][0])
+    assert sum(classroom.cell_source(c).startswith(classroom.SETUP_MARKER) for c in notebook["cells"]) == 1
+    assert classroom.sync_colab(readme, notebooks) == [], "a second run changes nothing"
+
+
+def test_the_readme_must_name_the_repository_once(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# A course\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"define the repository once, as a line '\[repository\]: https://github"):
+        classroom.repository_url(readme)
+    readme.write_text("[repository]: https://github.com/a/b\n[repository]: https://github.com/c/d\n")
+    with pytest.raises(ValueError, match=r"\(found 2\)"):
+        classroom.repository_url(readme)

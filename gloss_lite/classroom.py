@@ -141,7 +141,8 @@ def student_notebook(notebook: dict, *, name: str = "notebook") -> dict:
                 cell["source"] = source_lines(strip_solutions(source, where=f"{name}, cell {index}"))
             cell["outputs"], cell["execution_count"] = [], None
         elif BADGE_PATTERN.search(source):
-            cell["source"] = source_lines(re.sub(r"\n?" + BADGE_PATTERN.pattern + r"\n?", "\n", source, count=1))
+            without = re.sub(r"\n*" + BADGE_PATTERN.pattern + r"\n*", "\n\n", source, count=1)
+            cell["source"] = source_lines(without.rstrip("\n") if without.endswith("\n\n") else without)
     return copy
 
 

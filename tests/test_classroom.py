@@ -98,6 +98,7 @@ def test_a_student_copy_differs_only_in_solutions_and_badge(path):
             compile(copy, path.name, "exec")
         elif classroom.BADGE_PATTERN.search(source):
             assert not classroom.BADGE_PATTERN.search(copy) and copy.splitlines()[0] == source.splitlines()[0]
+            assert copy == source.replace(classroom.BADGE_PATTERN.search(source).group(0) + "\n\n", "")
         else:
             assert copy == source
     assert changed >= 2

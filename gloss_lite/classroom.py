@@ -32,9 +32,8 @@ import re
 import sys
 from pathlib import Path
 
-from .course import NOTEBOOK_DIR, notebook_paths
+from .course import NOTEBOOK_DIR, ROOT, notebook_paths
 
-ROOT = NOTEBOOK_DIR.parent
 README = ROOT / "README.md"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENT_DIR = ROOT / "student"

@@ -84,11 +84,11 @@ def summarise_results(frame: pd.DataFrame, reference: str = "ce") -> pd.DataFram
     mean_curves = frame.groupby(["dataset", "loss", "epoch"])["val_accuracy"].mean()
     rows = []
     for (name, loss), group in runs.groupby(level=["dataset", "loss"]):
-        curve = mean_curves.loc[(name, loss)]
+        curve = mean_curves.loc[(name, loss)].sort_index()
         has_reference = (name, reference) in mean_curves.index.droplevel("epoch")
         target = mean_curves.loc[(name, reference)].max() if has_reference else np.nan
-        reached = next((int(epoch) for epoch, value in curve.sort_index().items()
-                        if value >= target - TOLERANCE), None) if has_reference else None
+        position = first_epoch_reaching(curve.tolist(), target) if has_reference else None
+        reached = None if position is None else int(curve.index[position - 1])  # epochs need not start at 1
         rows.append({
             "dataset": name, "loss": loss, "seeds": len(group), "epochs": int(group["epochs"].max()),
             "test accuracy": group["test_accuracy"].mean(), "test accuracy std": group["test_accuracy"].std(),

@@ -327,7 +327,7 @@ def _check_data(train: Split, val: Split, config: TrainConfig) -> int:
 
 
 def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder: Encoder | None = None,
-        test: Split | None = None) -> TrainResult:
+        test: Split | None = None, on_epoch=None) -> TrainResult:
     """Fine-tune ``encoder`` (default: ``load_encoder(config.model)``) and a linear head on ``train``.
 
     Returns a ``TrainResult``; ``history`` has one row per epoch: the mean loss terms, the
@@ -336,7 +336,7 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     With ``config.patience``, training stops after that many epochs without a better validation
     macro-F1; with ``config.restore_best`` the returned model is the best epoch's. With ``test``,
     ``result.test_last`` scores the last epoch's model on it and, with ``restore_best``,
-    ``result.test_best`` the restored one.
+    ``result.test_best`` the restored one. ``on_epoch(row)`` is called with each new history row.
     """
     config = config or TrainConfig()
     num_classes = _check_data(train, val, config)
@@ -401,6 +401,8 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
         scores = evaluate_split(encoder, head, val, train if config.lpa_eval else None, sigma=sigma, config=config)
         history.append({"epoch": epoch + 1, **totals, **{f"val_{k}": v for k, v in scores.items()},
                         "lr": learning_rate, "seconds": time.perf_counter() - started, "sigma": sigma})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         improved = scores["macro_f1"] > best["score"]
         if improved:
             best.update(epoch=epoch + 1, score=scores["macro_f1"], bad_epochs=0)

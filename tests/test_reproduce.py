@@ -46,10 +46,11 @@ def test_grid_writes_a_row_per_run_and_epoch_and_skips_finished_runs(tmp_path, c
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     one = dict(tiny_spec(tmp_path), methods=["gloss+ce/authors"])
-    straight = reproduce.execute(Run("reviews_topic", "gloss+ce", "authors", 0), dict(one, work_dir=str(tmp_path / "a")))
+    run = Run("reviews_topic", "gloss+ce", "authors", 0)
+    straight = reproduce.execute(run, dict(one, work_dir=str(tmp_path / "a")))
     short = dict(one, work_dir=str(tmp_path / "b"), budget={"authors": dict(BUDGET, epochs=1)})
-    reproduce.execute(Run("reviews_topic", "gloss+ce", "authors", 0), short)  # "killed" after epoch 1
-    resumed = reproduce.execute(Run("reviews_topic", "gloss+ce", "authors", 0), dict(one, work_dir=str(tmp_path / "b")))
+    reproduce.execute(run, short)  # "killed" after epoch 1
+    resumed = reproduce.execute(run, dict(one, work_dir=str(tmp_path / "b")))
     assert [r["epoch"] for r in resumed] == [1, 2]
     for key in ("val_accuracy", "loss_value", "test_accuracy", "test_accuracy_last"):
         assert resumed[-1][key] == pytest.approx(straight[-1][key], abs=1e-6)

@@ -10,11 +10,11 @@ every method is compared with CE *of its own recipe*, seed by seed.
 
 Each run appends one row per epoch to the results CSV (``RUN_COLUMNS``) when it finishes; a
 run whose rows are in the file is skipped, and a killed run resumes from its checkpoint in
-``--work-dir``. Every run restores its best epoch (validation macro-F1) and is scored on test
+``--work-dir`` (deleted once the run's rows are written). Every run restores its best epoch (validation macro-F1) and is scored on test
 twice: ``test_*`` for the restored model, ``test_*_last`` for the last epoch's (the authors'
 code reports the last).
 
-    python -m gloss_lite.reproduce                          # the CPU preset (about half an hour on 2 cores)
+    python -m gloss_lite.reproduce --jobs 2                 # the CPU preset: MR and R8 subsets, 2 cores
     python -m gloss_lite.reproduce --full --device cuda     # all five datasets, full splits, a GPU
 
 **Verdicts.** For each method against CE of the same recipe, over the seeds both finished:
@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .results import first_epoch_reaching
+from .train import BEST_NAME, CHECKPOINT_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_KEY = ["dataset", "loss", "recipe", "seed"]
@@ -62,7 +63,7 @@ CPU_PRESET = {
     "datasets": ["mr", "r8"],
     "methods": ["ce/course", "gloss+ce/course", "ce/authors", "gloss+ce/authors"],
     "seeds": [0, 1, 2],
-    "sizes": {"train": 480, "val": 240, "test": 480},  # stratified subsets
+    "sizes": {"train": 320, "val": 160, "test": 320},  # stratified subsets
     "budget": {"course": {"epochs": 4, "batch_size": 32, "max_length": 64},
                "authors": {"epochs": 4, "batch_size": 32, "max_length": 64}},
     "output": "results/reproduction_cpu.csv",
@@ -156,8 +157,7 @@ def execute(run: Run, spec: dict) -> list[dict]:
         torch.set_num_threads(spec["threads"])
     device = pick_device(spec["device"])
     train, val, test = load_splits(run.dataset, spec["sizes"], spec.get("data_dir"))
-    work = Path(spec["work_dir"]) / run.dataset / run.recipe / run.loss.replace("+", "_") / f"seed{run.seed}"
-    config = make_config(run, spec["budget"], device=spec["device"], checkpoint_dir=work)
+    config = make_config(run, spec["budget"], device=spec["device"], checkpoint_dir=run_folder(run, spec))
     encoder = spec.get("make_encoder")
     encoder = encoder() if encoder else load_encoder(config.model, pooling=config.pooling,
                                                      max_length=config.max_length, device=device)
@@ -189,6 +189,13 @@ def execute(run: Run, spec: dict) -> list[dict]:
             "epochs": config.epochs, "batch_size": config.batch_size, "max_length": config.max_length,
         })
     return rows
+
+
+def run_folder(run: Run, spec: dict) -> Path | None:
+    """Where ``run`` keeps its checkpoints (None: ``spec["work_dir"]`` is None, no checkpoints)."""
+    if spec.get("work_dir") is None:
+        return None
+    return Path(spec["work_dir"]) / run.dataset / run.recipe / run.loss.replace("+", "_") / f"seed{run.seed}"
 
 
 def finished_runs(path: Path) -> set[tuple]:
@@ -226,6 +233,10 @@ def run_grid(spec: dict, output: Path, *, jobs: int = 1) -> None:
     def record(run, rows):
         nonlocal finished
         append_rows(output, rows)
+        folder = run_folder(run, spec)
+        if folder is not None:  # the run is in the results file: its checkpoints (hundreds of MB) are spent
+            for name in (CHECKPOINT_NAME, BEST_NAME):
+                (folder / name).unlink(missing_ok=True)
         finished += 1
         elapsed = time.perf_counter() - started
         left = elapsed / finished * (len(todo) - finished)

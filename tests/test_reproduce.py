@@ -38,6 +38,7 @@ def test_grid_writes_a_row_per_run_and_epoch_and_skips_finished_runs(tmp_path, c
     assert frame[frame.loss == "gloss+ce"].aux_grad_share.between(0, 1).all()
     assert (frame.torch == torch.__version__).all() and frame.device.str.contains("threads").all()
     assert set(frame.train_size) == {36} and set(frame.batch_size) == {12}
+    assert not list((tmp_path / "work").rglob("*.pt"))  # finished runs leave no checkpoint behind
     capsys.readouterr()
     reproduce.run_grid(tiny_spec(tmp_path), output, jobs=0)
     assert "4 already in" in capsys.readouterr().out

@@ -59,7 +59,7 @@ def toy(root, name="toy", text="a"):
 
 def test_int_labels_take_benchmark_class_names(tmp_path):
     write_dataset(tmp_path, "mr", ["good,1", "bad,0", "fine,1"], ["ok,1"], ["meh,0", "yes,1"])
-    ds = data.load_dataset("mr", data_dir=tmp_path)
+    ds = data.load_dataset("mr", data_dir=tmp_path, verify=False)  # not the published content
     assert ds.class_names == ("negative", "positive")
     assert ds.num_classes == 2
     assert ds.train.texts == ["good", "bad", "fine"]
@@ -91,7 +91,7 @@ def test_extra_index_column_is_ignored(tmp_path, header):
     write_dataset(
         tmp_path, "r8", ['0,"wheat, corn",3', "1,oil,1"], ["0,shares,0"], ["0,ship it,6"], header=header
     )
-    ds = data.load_dataset("r8", data_dir=tmp_path)
+    ds = data.load_dataset("r8", data_dir=tmp_path, verify=False)
     assert ds.train.texts == ["wheat, corn", "oil"]
     assert ds.train.labels.tolist() == [3, 1]
     assert ds.class_names[2] == "earn" and ds.num_classes == 8
@@ -117,7 +117,7 @@ def test_dataset_unpacks_into_three_splits(tmp_path):
 
 def test_name_is_case_insensitive(tmp_path):
     toy(tmp_path, "mr")
-    assert data.load_dataset("MR", data_dir=tmp_path).name == "mr"
+    assert data.load_dataset("MR", data_dir=tmp_path, verify=False).name == "mr"
 
 
 def test_default_dataset_is_read_from_project_data(isolated):
@@ -287,7 +287,7 @@ def test_download_fetches_verifies_and_parses(tmp_path, upstream):
 def test_benchmark_in_its_upstream_folder_is_found(tmp_path, upstream):
     # a copy of the authors' data/ folder (MR/, R8/, R52/) works as a data_dir
     server, registry = upstream
-    ds = data.load_dataset("mr", data_dir=tmp_path / "upstream")
+    ds = data.load_dataset("mr", data_dir=tmp_path / "upstream", verify=False)
     assert ds.source.samefile(tmp_path / "upstream" / "MR")
     assert ds.class_names == ("negative", "positive")
     assert ds.train.labels.tolist() == [1, 0, 1]
@@ -391,17 +391,34 @@ def test_load_dataset_downloads_a_missing_benchmark(tmp_path, isolated, upstream
 def test_registry_matches_published_checksums():
     if not SHARED_README.exists():
         pytest.skip(f"{SHARED_README} not found")
+    readme = SHARED_README.read_text()
     sums = dict(
-        (path, digest)
-        for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", SHARED_README.read_text(), re.M)
+        (path, digest) for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, re.M)
     )
+    sums.update(re.findall(r"^\| `(\S+)` \| `([0-9a-f]{64})` \|$", readme, re.M))  # ohsumed, 20ng table
     ours = {
         f"{info['folder']}/{split}.csv": digest.removeprefix("sha256:")
         for info in data.BENCHMARKS.values()
         for split, digest in info["sha256"].items()
+        if digest is not None
     }
-    assert len(sums) == 9
+    assert len(sums) == 12
     assert ours == sums
+    unknown = [f"{info['folder']}/{split}.csv" for info in data.BENCHMARKS.values()
+               for split, digest in info["sha256"].items() if digest is None]
+    assert unknown == ["ohsumed/test.csv", "20ng/train.csv", "20ng/test.csv"]
+
+
+def test_registry_matches_published_fingerprints_and_sizes():
+    if not SHARED_README.exists():
+        pytest.skip(f"{SHARED_README} not found")
+    published = re.findall(r"^([0-9a-f]{64})  (\w+) (train|val|test) \((\d+)", SHARED_README.read_text(), re.M)
+    assert len(published) == 6
+    for digest, name, split, rows in published:
+        assert data.BENCHMARKS[name]["fingerprint"][split] == digest
+        assert data.BENCHMARKS[name]["rows"][split] == int(rows)
+    for info in data.BENCHMARKS.values():
+        assert set(info["fingerprint"]) == set(info["rows"]) == set(data.SPLITS)
 
 
 @pytest.mark.benchmark_data

@@ -348,7 +348,7 @@ def check_content(path, texts, labels, *, name, fingerprint, rows=None, download
         return
     expected_rows = f"expected {rows} rows, found {len(texts)}" if rows is not None else f"{len(texts)} rows"
     if downloaded:
-        what, escape = "the server sent other data (the file was removed from the cache)", ""
+        what, escape = "the downloaded file differs from the published split (removed from the cache)", ""
     else:
         what = "this copy differs from the published split"
         escape = f", or call load_dataset({name!r}, verify=False) to load this copy as it is"

@@ -30,11 +30,12 @@ encoder keeps each text's first ``max_length`` tokens (see
 ``gloss_lite.encoders.tokenize``).
 
 A benchmark's content is checked wherever it comes from. A downloaded file
-with a pinned SHA-256 is checked byte for byte; every split, downloaded or
-local, is checked after parsing against its content fingerprint
-(``content_fingerprint``), which does not depend on the CSV's layout: a copy
-with a row missing, or another text, is refused with a clear error
-(``load_dataset(..., verify=False)`` loads a modified copy as it is).
+with a published SHA-256 is checked byte for byte; any other file (a download
+without one, or a local copy) is checked after parsing against its split's
+content fingerprint (``content_fingerprint``, which does not depend on the
+CSV's layout): a copy with a row missing, or another text, is refused with a
+clear error (``load_dataset(..., verify=False)`` loads a modified local copy as
+it is).
 
 Labels are either integer ids (``0, 1, ...``) or class names. The train split
 defines the classes; val and test must use the same ones.

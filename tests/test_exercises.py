@@ -1,7 +1,8 @@
 """gloss_lite.exercises: correct functions pass, plausible mistakes fail with a helpful message.
 
 The correct functions are written here independently of the package's implementations (which a
-solution may not call); each mistake is one a student could make. The notebooks' solutions are checked by the notebooks' own smoke runs.
+solution may not call); each mistake is one a student could make. The notebooks' solutions are
+checked by the notebooks' own smoke runs.
 """
 
 import json

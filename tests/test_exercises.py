@@ -388,14 +388,18 @@ def exercise_cells(path):
 
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
-def test_every_notebook_has_two_coded_exercises_and_an_open_question(path):
+def test_every_notebook_has_three_coded_exercises_and_open_questions(path):
     sources, checks = exercise_cells(path)
     ids = [exercise_id for exercise_id, _ in checks]
-    assert len(ids) >= 2 and all(i.startswith(path.name[:2] + ".") for i in ids), ids
+    assert len(ids) >= 3 and all(i.startswith(path.name[:2] + ".") for i in ids), ids
     assert set(ids) == {i for i in EXERCISES if i.startswith(path.name[:2] + ".")}
     for exercise_id, function in checks:
         assert function == EXERCISES[exercise_id].function
         (definition,) = [s for s in sources if s.startswith(f"def {function}(")]
         assert "### BEGIN SOLUTION" in definition and "### END SOLUTION" in definition
+    roles = [c["metadata"].get("gloss_lite") for c in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+    for exercise_id in ids:  # the grader finds the cells by these, not by position
+        assert roles.count({"exercise": exercise_id, "role": "solution"}) == 1
+        assert roles.count({"exercise": exercise_id, "role": "check"}) == 1
     questions = [s for s in sources if s.startswith("### Questions to explore")]
     assert len(questions) == 1 and re.search(r"^1\. \*\*", questions[0], re.M), "one list of open questions"

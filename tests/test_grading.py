@@ -153,7 +153,7 @@ def test_a_submission_cannot_write_over_the_grader_the_course_or_the_class(grade
 
 
 def test_the_grader_writes_only_into_a_folder_of_its_own(graded, tmp_path):
-    root, folder = graded[0], graded[1]
+    folder = graded[1]
     with pytest.raises(ValueError, match="holds notebooks"):
         grading.grade([folder], folder, seed=1, exercise_ids=GRADED)
     (tmp_path / "notes.txt").write_text("the teacher's")
@@ -173,6 +173,18 @@ def test_the_grader_writes_only_into_a_folder_of_its_own(graded, tmp_path):
 ])
 def test_reference_names_reads_the_syntax_tree(source, names):
     assert grading.reference_names(source, ("sigma_sqrt", "pairwise_distances")) == names
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_every_model_solution_is_written_without_its_reference(path):
+    from gloss_lite.exercises import EXERCISES
+
+    notebook = classroom.read_notebook(path)
+    solutions = [(classroom.exercise_role(c)[0], classroom.cell_source(c)) for c in notebook["cells"]
+                 if (classroom.exercise_role(c) or ("", ""))[1] == "solution"]
+    assert {i for i, _ in solutions} == {i for i in EXERCISES if i.startswith(path.name[:2] + ".")}
+    for exercise_id, source in solutions:
+        assert grading.reference_names(source, EXERCISES[exercise_id].forbidden) == [], exercise_id
 
 
 def test_the_student_is_named_by_the_file_or_the_folder(tmp_path):

@@ -431,6 +431,9 @@ def _roots(data_dir) -> list[pathlib.Path]:
                 raise ValueError(f"{where} = {str(folder)!r} is not an existing folder")
             roots.append(folder)
     roots.append(PROJECT_DATA_DIR)
+    installed = pathlib.Path(__file__).resolve().parent / "course_data"  # a non-editable install's copy
+    if installed.is_dir():
+        roots.append(installed)
     return roots
 
 

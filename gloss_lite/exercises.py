@@ -45,7 +45,9 @@ from .graph import gaussian_affinity, squared_distances, transition_matrix
 from .losses import SupConLoss, TripletLoss, g_loss, mix_losses
 from .lpa import propagate
 from .masking import split_mask
+from .reproduce import paired_interval, verdict
 from .sigma import sigma_dicm, sigma_sqrt
+from .train import gradient_share
 
 DEFAULT_TIMEOUT = 60.0  # seconds a student's function may take for one whole check
 
@@ -597,6 +599,68 @@ def collapse_reference(labels, temperature):
 
 # ---------------------------------------------------------------------------------------------
 # The exercises
+
+def _authors_mask_cases(generator):
+    """(n, gamma, seed) triples, among them sizes where gamma * n is a whole number."""
+    cases = [("n=10, gamma=0.7 (gamma * n is whole)", (10, 0.7, 3)), ("n=128, gamma=0.7", (128, 0.7, 5))]
+    for _ in range(3):
+        gamma = [0.3, 0.5, 0.6, 0.7, 0.9][_randint(0, 4, generator)]
+        n = _randint(12, 60, generator)  # large enough that one node stays hidden
+        cases.append((f"n={n}, gamma={gamma}", (n, gamma, _randint(0, 10_000, generator))))
+    return cases
+
+
+def authors_mask_reference(n, gamma, seed):
+    labels = torch.arange(n) % 2
+    return split_mask(labels, gamma, generator=torch.Generator().manual_seed(seed), stratified=False)
+
+
+def _check_gradient_share(student, generator) -> int:
+    """Weighted CE and aux terms with known gradients at one or two embedding tensors."""
+    cases = 0
+    for two_passes in (False, True, False, True):
+        n, d = _randint(3, 9, generator), _randint(2, 6, generator)
+        a, b = _embeddings(n, d, generator), _embeddings(n, d, generator)
+        lam = [0.1, 0.5, 0.9][_randint(0, 2, generator)]
+        start = _embeddings(n, d, generator)
+
+        def terms():
+            first = start.clone().requires_grad_()
+            second = start.clone().requires_grad_() if two_passes else first
+            return (1 - lam) * (first * a).sum(), first, lam * ((second * b) ** 2).sum() / 2, second
+
+        where = f"input {cases + 1} of 4: n={n}, d={d}, lam={lam}, {'two passes' if two_passes else 'one pass'}"
+        expected = gradient_share(*terms())
+        _compare(_call(student, terms(), where), expected, where, atol=1e-9)
+        cases += 1
+    return cases
+
+
+def _verdict_cases(generator):
+    cases = [("three equal differences of 0.02, 'higher'", ([0.02, 0.02, 0.02], "higher")),
+             ("one seed only", ([0.05], "higher"))]
+    for better in ("higher", "lower", "higher"):
+        n = _randint(2, 6, generator)
+        centre = [-0.05, 0.0, 0.05][_randint(0, 2, generator)]
+        values = (centre + 0.03 * torch.randn(n, generator=generator, dtype=torch.float64)).tolist()
+        cases.append((f"{n} differences around {centre}, {better!r}", (values, better)))
+    return cases
+
+
+def verdict_reference(differences, better):
+    _, low, high = paired_interval(differences)
+    return verdict(low, high, better)
+
+
+def _same_verdict(student, generator) -> int:
+    drawn = _verdict_cases(generator)
+    for number, (description, args) in enumerate(drawn, start=1):
+        where = f"input {number} of {len(drawn)}: {description}: {[round(v, 4) for v in args[0]]}"
+        expected, yours = verdict_reference(*args), _call(student, (list(args[0]), args[1]), where)
+        if yours != expected:
+            raise _Mismatch(f"yours {yours!r}, expected {expected!r}\n  on {where}")
+    return len(drawn)
+
 # ---------------------------------------------------------------------------------------------
 
 _GRAPH = ("gaussian_affinity", "transition_matrix", "squared_distances", "pairwise_distances")
@@ -742,6 +806,29 @@ EXERCISES: dict[str, Exercise] = {
         _same_outputs(_collapse_cases, collapse_reference, atol=1e-5, rtol=1e-4),
         forbidden=("SupConLoss", "NTXentLoss", "collapse_reference"), points=3,
         more_hint="an anchor of a class of size m pays -1/t + log((m - 1) e^(1/t) + (n - m)); average over anchors"),
+    "07.1": Exercise(
+        "the authors' random mask", "authors_mask",
+        "draw one random permutation of 0..n-1 from a generator seeded with seed; node i is visible when "
+        "its entry is below gamma * n (compare in floating point, as the authors' code does)",
+        _same_outputs(_authors_mask_cases, authors_mask_reference),
+        forbidden=("split_mask", "GLoss", "authors_mask_reference"),
+        more_hint="torch.randperm(n, generator=torch.Generator().manual_seed(seed)) < gamma * n"),
+    "07.2": Exercise(
+        "the gradient share of the aux term", "push_share",
+        "take the gradient of each (already weighted) term with respect to the embeddings it was computed "
+        "from, keeping the graph (retain_graph=True); the share is ||g_aux|| / (||g_ce|| + ||g_aux||)",
+        _check_gradient_share,
+        forbidden=("gradient_share",), points=2,
+        more_hint="torch.autograd.grad(term, tensor, retain_graph=True)[0].norm() for each term"),
+    "07.3": Exercise(
+        "a verdict from paired differences", "paired_verdict",
+        "mean d, sample standard deviation s (ddof=1), n seeds: the 95% interval is d +- t s / sqrt(n) with "
+        "t = scipy.stats.t.ppf(0.975, n - 1); 'supported' when it lies on the claimed side of 0 ('higher': "
+        "above, 'lower': below), 'not supported' when on the other side, else 'undecided at this sample size' "
+        "(always with one seed)",
+        _same_verdict,
+        forbidden=("paired_interval", "verdict", "verdict_reference", "summarise"), points=3,
+        more_hint="with equal differences s = 0 and the interval is the single value d"),
 }
 
 
@@ -749,7 +836,8 @@ EXERCISES: dict[str, Exercise] = {
 # Calls to the reference
 # ---------------------------------------------------------------------------------------------
 
-_PACKAGE_MODULES = ("graph", "lpa", "losses", "masking", "sigma", "encoders", "evaluate", "train", "exercises")
+_PACKAGE_MODULES = ("graph", "lpa", "losses", "masking", "sigma", "encoders", "evaluate", "train", "reproduce",
+                    "exercises")
 
 
 def _forbidden_objects(names: tuple[str, ...]) -> dict[int, str]:

@@ -11,8 +11,8 @@ every method is compared with CE *of its own recipe*, seed by seed.
 Each run appends one row per epoch to the results CSV (``RUN_COLUMNS``) when it finishes; a
 run whose rows are in the file is skipped, and a killed run resumes from its checkpoint in
 ``--work-dir`` (deleted once the run's rows are written). Every run restores its best epoch
-(validation macro-F1) and is scored on test twice: ``test_*`` for the restored model, ``test_*_last`` for the last epoch's (the authors'
-code reports the last).
+(validation macro-F1) and is scored on test twice: ``test_*`` for the restored model,
+``test_*_last`` for the last epoch's (the authors' code reports the last).
 
     python -m gloss_lite.reproduce --jobs 2                 # the CPU preset: MR and R8 subsets, 2 cores
     python -m gloss_lite.reproduce --full --device cuda     # all five datasets, full splits, a GPU

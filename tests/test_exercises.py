@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from scipy import stats as scipy_stats
 import torch.nn.functional as F
 
 import gloss_lite.sigma
@@ -152,6 +153,29 @@ def collapse(y, t):
     return (-1 / t + torch.log((m - 1) * math.exp(1 / t) + (len(y) - m))).mean()
 
 
+def authors_mask(n, gamma, seed):
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)) < gamma * n
+
+
+def push_share(ce_term, ce_input, aux_term, aux_input):
+    grad_ce = torch.autograd.grad(ce_term, ce_input, retain_graph=True)[0]
+    grad_aux = torch.autograd.grad(aux_term, aux_input, retain_graph=True)[0]
+    return float(grad_aux.norm() / (grad_ce.norm() + grad_aux.norm()))
+
+
+def paired_verdict(differences, better, *, z_instead_of_t=False):
+    n = len(differences)
+    if n < 2:
+        return "undecided at this sample size"
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    factor = 1.959964 if z_instead_of_t else scipy_stats.t.ppf(0.975, n - 1)
+    low, high = mean - factor * sd / math.sqrt(n), mean + factor * sd / math.sqrt(n)
+    if better == "lower":
+        low, high = -high, -low
+    return "supported" if low > 0 else "not supported" if high < 0 else "undecided at this sample size"
+
+
 CORRECT = {
     "00.1": mean_pooling,
     "00.2": lambda e: F.cosine_similarity(e[:, None, :], e[None, :, :], dim=-1),
@@ -174,6 +198,9 @@ CORRECT = {
     "06.1": supcon,
     "06.2": triplet,
     "06.3": collapse,
+    "07.1": authors_mask,
+    "07.2": push_share,
+    "07.3": paired_verdict,
 }
 
 
@@ -219,6 +246,12 @@ MISTAKES = {
     "06.1": (lambda e, y, t: supcon(e, y, t, keep_self=True), "largest difference"),
     "06.2": (lambda e, y, m: triplet(e, y, m, over_all=True), "largest difference"),
     "06.3": (lambda y, t: torch.log((torch.bincount(y)[y] - 1).double()).mean(), "largest difference"),
+    "07.1": (lambda n, gamma, seed: torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+             < round(gamma * n), "values differ"),  # round, not the floating-point comparison
+    "07.2": (lambda c, e, a, f: float(torch.autograd.grad(a, f, retain_graph=True)[0].norm()
+                                      / torch.autograd.grad(c, e, retain_graph=True)[0].norm()),
+             "yours"),  # a ratio of the two norms, not a share
+    "07.3": (lambda d, better: paired_verdict(d, better, z_instead_of_t=True), "expected"),
 }
 
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 import torch
-from scipy import stats as scipy_stats
 import torch.nn.functional as F
+from scipy import stats as scipy_stats
 
 import gloss_lite.sigma
 from gloss_lite import exercises

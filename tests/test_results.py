@@ -74,3 +74,34 @@ def test_summarise_results_matches_a_hand_computation(tmp_path):
     assert summary.loc[("mr", "ce"), "best mean val accuracy"] == pytest.approx(0.79)
     assert summary.loc[("mr", "ce"), "seconds per run"] == pytest.approx(30.0)
     assert summary.loc[("mr", "ce"), "seeds"] == 2 and summary.loc[("mr", "ce"), "epochs"] == 3
+
+
+@pytest.mark.parametrize(
+    "column, value, expected",
+    [
+        ("val_accuracy", "70", "a score between 0 and 1"),
+        ("val_accuracy", "-0.5", "a score between 0 and 1"),
+        ("val_accuracy", "inf", "a score between 0 and 1"),
+        ("test_accuracy", "1.2", "a score between 0 and 1"),
+        ("val_macro_f1", "-inf", "a score between 0 and 1"),
+        ("seed", "0.5", "a whole number"),
+        ("epoch", "1.5", "a whole number >= 0"),
+        ("epoch", "-1", "a whole number >= 0"),
+        ("seconds", "-3", "a finite number >= 0"),
+    ],
+)
+def test_impossible_values_are_errors_naming_file_column_and_line(tmp_path, column, value, expected):
+    row = {"dataset": "mr", "loss": "ce", "seed": "0", "epoch": "2", "val_accuracy": "0.7",
+           "val_macro_f1": "0.6", "test_accuracy": "0.7", "seconds": "3"}
+    good = ",".join(row.values())
+    row[column] = value
+    path = write(tmp_path, ",".join(row) + "\n" + good + "\n" + ",".join(row.values()) + "\n")
+    with pytest.raises(ValueError, match=rf"line 3: {column} = .* is not {expected}") as info:
+        read_results(path)
+    assert str(path) in str(info.value)
+
+
+def test_fractional_seeds_are_an_error_not_merged_into_one_run(tmp_path):
+    path = write(tmp_path, "dataset,loss,seed,epoch,val_accuracy\nmr,ce,0.5,1,0.7\nmr,ce,0.7,1,0.8\n")
+    with pytest.raises(ValueError, match=r"line 2: seed = 0.5 is not a whole number"):
+        read_results(path)

@@ -27,6 +27,16 @@ Each epoch ends with validation (head and label propagation, ``gloss_lite.evalua
 ``checkpoint_dir``, a checkpoint; calling ``fit`` again with the same ``checkpoint_dir``
 resumes after the last finished epoch. Every epoch's shuffling, dropout and masks are seeded
 from ``(seed, epoch)``, so a resumed run equals an uninterrupted one.
+
+Batches: an epoch is a shuffle cut into ``batch_size`` pieces; a last piece smaller than
+``C + 1`` documents (2 for plain CE) joins the one before it, so every batch of a loss that
+compares documents has a class with two members and G-Loss can always hide one
+(``_min_batch_size``). Divergence: a NaN or infinite embedding or loss stops the run before the
+optimiser step, with ``TrainingDivergedError`` naming the epoch, step, value and settings to try.
+Checkpoints hold only tensors and plain values, loaded with ``weights_only=True``, with a
+checksum and fingerprints of the training and validation data; ``_load_checkpoint`` lists what
+makes one unusable (``CheckpointError``). The checkpoint folder is checked writable before any
+work.
 """
 
 from __future__ import annotations
@@ -261,6 +271,11 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     Returns a ``TrainResult``; ``history`` has one row per epoch: the mean loss terms, the
     validation accuracy and macro-F1 of the head (and of LPA against ``train`` when
     ``config.lpa_eval``), and the seconds the epoch took.
+
+    Raises ``ValueError`` for bad settings or data and an unwritable ``checkpoint_dir`` (all
+    before a model is loaded), ``CheckpointError`` for a checkpoint that cannot be resumed (for
+    instance one that holds more epochs than ``config.epochs``: refused, never truncated), and
+    ``TrainingDivergedError`` when the loss becomes non-finite.
     """
     config = config or TrainConfig()
     num_classes = _check_data(train, val, config)

@@ -129,6 +129,10 @@ def stratified_sample(strata: torch.Tensor, size: int | None, *, seed: int = 0) 
     ``None`` or a ``size`` of at least ``len(strata)`` returns every index.
     """
     strata = torch.as_tensor(strata)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise ValueError(f"sample size must be an int >= 1 or None (every row), got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     if size is None or size >= len(strata):
         return torch.arange(len(strata))
     if size < 1:
@@ -366,6 +370,8 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir=None) -> Dataset:
 
     >>> train, val, test = load_dataset("reviews_sentiment")  # doctest: +SKIP
     """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"the dataset name must be a non-empty string such as {DEFAULT_DATASET!r}, got {name!r}")
     name = name.lower()
     roots = _roots(data_dir)
     for root in roots:

@@ -108,6 +108,8 @@ class Encoder(torch.nn.Module):
         iterating it would embed each character; pass ``[text]``.
         """
         _check_texts(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.dim)

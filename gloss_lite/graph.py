@@ -170,6 +170,8 @@ def transition_matrix(
         raise ValueError(f"affinity must be a square n x n matrix, got shape {tuple(affinity.shape)}")
     if not log and not (affinity >= 0).all():
         raise ValueError("affinity must be non-negative and free of NaN (pass log=True for log W)")
+    if log and (torch.isnan(affinity).any() or torch.isposinf(affinity).any()):
+        raise ValueError("log affinity must be free of NaN and +inf (log W <= 0 for a Gaussian kernel)")
     log_w = affinity if log else affinity.log()
     log_degree = torch.logsumexp(log_w, dim=1)
     if torch.isneginf(log_degree).any():

@@ -59,7 +59,13 @@ def read_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no results file at {path}; a GPU run writes it (see the README)")
-    frame = pd.read_csv(path, skipinitialspace=True)
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty; a results file has a header line {','.join(RESULT_COLUMNS)}") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path} is not a readable CSV ({type(error).__name__}: {error}); "
+                         "save it as UTF-8 CSV with one row per line and quoted texts") from None
     frame.columns = [str(column).strip().lower() for column in frame.columns]
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:

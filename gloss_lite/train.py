@@ -251,6 +251,11 @@ def _min_batch_size(config: TrainConfig, num_classes: int) -> int:
 
 
 def _check_data(train: Split, val: Split, config: TrainConfig) -> int:
+    for name, split in (("train", train), ("val", val)):
+        if not isinstance(split, Split):
+            raise ValueError(f"{name} must be a gloss_lite.data.Split (from load_dataset), got {type(split).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     num_classes = len(train.class_names)
     if len(train) < 2 or len(val) == 0:
         raise ValueError(f"need at least 2 training and 1 validation documents, got {len(train)} and {len(val)}")

@@ -586,3 +586,15 @@ def test_sample_none_or_large_returns_the_split_and_bad_size_is_refused():
     assert split.sample(None).texts == split.texts and split.sample(10).texts == split.texts
     with pytest.raises(ValueError, match="sample size must be >= 1"):
         split.sample(0)
+
+
+def test_bad_sample_sizes_seeds_and_names_are_refused(tmp_path):
+    split = _split([0, 1, 2, 0])
+    for size in (2.5, True, "2"):
+        with pytest.raises(ValueError, match="sample size must be an int >= 1 or None"):
+            split.sample(size)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        split.sample(2, seed=0.5)
+    for name in (None, "", 3):
+        with pytest.raises(ValueError, match="dataset name must be a non-empty string"):
+            data.load_dataset(name, data_dir=tmp_path)

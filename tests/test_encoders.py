@@ -84,6 +84,8 @@ def test_embed_refuses_one_string_instead_of_embedding_its_characters(encoder):
     with pytest.raises(ValueError, match="item 0 is a bytes"):
         encoder([b"bytes"])
     assert encoder.embed(("a sentence",)).shape == (1, 384)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        encoder.embed(["a", "b"], batch_size=0)
 
 
 @pytest.fixture(scope="module")

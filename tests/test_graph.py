@@ -180,3 +180,10 @@ def test_sigma_tensors_must_be_0d_floats():
     with pytest.raises(ValueError, match="torch.int64 tensor"):
         gaussian_affinity(e, torch.tensor(1))
     torch.testing.assert_close(gaussian_affinity(e, torch.tensor(0.7, dtype=torch.float64)), gaussian_affinity(e, 0.7))
+
+
+def test_a_log_affinity_with_nan_or_plus_inf_is_refused():
+    log_w = gaussian_affinity(random_embeddings(), 0.5, log=True)
+    log_w[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="log affinity must be free of NaN and \\+inf"):
+        transition_matrix(log_w, log=True)

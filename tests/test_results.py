@@ -105,3 +105,12 @@ def test_fractional_seeds_are_an_error_not_merged_into_one_run(tmp_path):
     path = write(tmp_path, "dataset,loss,seed,epoch,val_accuracy\nmr,ce,0.5,1,0.7\nmr,ce,0.7,1,0.8\n")
     with pytest.raises(ValueError, match=r"line 2: seed = 0.5 is not a whole number"):
         read_results(path)
+
+
+def test_an_empty_or_unreadable_results_file_names_the_path(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ValueError, match=r"results.csv is empty; a results file has a header line dataset,loss"):
+        read_results(path)
+    path.write_bytes("dataset,loss,seed,epoch,val_accuracy\nmr,c\xe9,0,1,0.7\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"results.csv is not a readable CSV \(UnicodeDecodeError"):
+        read_results(path)

@@ -284,6 +284,14 @@ def test_66_documents_in_batches_of_16_train_to_the_end(splits):
     assert len(result.history) == 1 and torch.isfinite(torch.tensor(result.history[0]["loss"]))
 
 
+def test_splits_and_config_of_the_wrong_type_are_refused(splits):
+    train, val = splits
+    with pytest.raises(ValueError, match="train must be a gloss_lite.data.Split .*got list"):
+        fit(train.texts, val, quick())
+    with pytest.raises(ValueError, match="config must be a TrainConfig, got dict"):
+        fit(train, val, {"loss": "ce"})
+
+
 def test_fewer_training_documents_than_classes_plus_one_is_refused(splits):
     train, val = splits
     with pytest.raises(ValueError, match=r"needs more training documents than classes \(2\), got 2"):

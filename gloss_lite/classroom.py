@@ -10,32 +10,49 @@ hold the solutions between two marker lines, in the style of nbgrader and otter-
 
 ``make_student_copies`` writes a copy of every notebook in which each such block is replaced by
 a stub, indented like the block, that raises ``NotImplementedError`` with the exercise's hint
-(from ``gloss_lite.exercises``, matched by the name of the enclosing function). Outputs are
-cleared and the Colab badge is dropped (it points at the instructor's copy). The output is a
-pure function of the notebooks: running it twice writes the same bytes.
+(from ``gloss_lite.exercises``, matched by the name of the enclosing function), between the lines
+``### YOUR CODE BELOW`` and ``### YOUR CODE ABOVE``. A line that is almost a marker
+(``## BEGIN SOLUTION``) is an error, not a solution shipped. Markdown cells tagged
+``model-answers`` (the answers to the questions to explore) are dropped, outputs are cleared and
+the Colab badge is dropped (it points at the instructor's copy). The output is a pure function of
+the notebooks: running it twice writes the same bytes. It never writes into the notebooks' folder
+and never replaces or deletes a file it did not write.
+
+**Grading.** ``python -m gloss_lite.classroom grade`` is ``gloss_lite.grading``: it finds each
+exercise by the ids in the cells' metadata (``{"gloss_lite": {"exercise": "01.2", "role":
+"solution"}}`` or ``"check"``).
 
 **Colab.** The README names the repository once, as the link definition ``[repository]: URL``.
-``sync_colab`` derives everything else from it: the first cell of every notebook (installs the
-course in Colab, does nothing elsewhere), the badge under every notebook's title, and the badges
-in the README. ``colab_problems`` lists what is out of step (the tests call it).
+``sync_colab`` derives everything else from it: the first cell of every notebook (installs this
+version of the package in Colab from the tag ``v<version>``, does nothing elsewhere), the badge
+under every notebook's title, and the badges in the README. ``colab_problems`` lists what is out of
+step (the tests call it).
 
     python -m gloss_lite.classroom student [--output student]   # the student copies
     python -m gloss_lite.classroom colab [--check]              # write (or check) badges and set-up cells
+    python -m gloss_lite.classroom grade SUBMISSION... --output grades --seed N   # grade submissions
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import re
 import sys
 from pathlib import Path
 
+from . import __version__
 from .course import NOTEBOOK_DIR, ROOT, notebook_paths
 
 README = ROOT / "README.md"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+NEAR_MISS_PATTERN = re.compile(r"#+\s*(begin|end)[\s_-]*solution\b", re.I)
+STUDENT_BEGIN, STUDENT_END = "### YOUR CODE BELOW", "### YOUR CODE ABOVE"
+MODEL_ANSWER_TAG = "model-answers"
+ROLES = ("solution", "check")
+MANIFEST = ".gloss-lite-student-copies.json"
 STUDENT_DIR = ROOT / "student"
 SETUP_CELL_ID = "colab-setup"
 SETUP_MARKER = "# Colab set-up"
@@ -96,25 +113,36 @@ def _stub_message(function: str | None) -> str:
     return "write this part of the exercise, then run the check below"
 
 
+def _near_miss(line: str) -> bool:
+    """A line that looks like a solution marker but is not exactly one (it would ship the solution)."""
+    return bool(NEAR_MISS_PATTERN.match(line.strip())) and line.strip() not in (BEGIN, END)
+
+
 def strip_solutions(source: str, *, where: str = "cell") -> str:
-    """Replace every ``BEGIN``/``END SOLUTION`` block of ``source`` by a ``NotImplementedError`` stub.
+    """Replace every ``BEGIN``/``END SOLUTION`` block of ``source`` by a ``NotImplementedError`` stub
+    between the two lines ``STUDENT_BEGIN`` and ``STUDENT_END`` (the student writes between them).
 
     Raises:
-        ValueError: an unmatched or nested marker (``where`` names the cell in the message).
+        ValueError: an unmatched or nested marker, or a line that is almost a marker
+            (``## BEGIN SOLUTION``, ``### begin solution``); ``where`` names the cell in the message.
     """
     lines = source.split("\n")
     functions = _enclosing_functions(source)
     kept, start = [], None
     for number, line in enumerate(lines, start=1):
         marker = line.strip()
+        if _near_miss(line):
+            raise ValueError(f"{where}, line {number}: {marker!r} is not a solution marker, so the solution "
+                             f"would reach the student copy; write it exactly as {BEGIN!r} or {END!r}")
         if marker == BEGIN:
             if start is not None:
                 raise ValueError(f"{where}, line {number}: {BEGIN} inside another solution block; "
                                  f"close the first one with {END}")
             start = number
             indent = line[: len(line) - len(line.lstrip())]
-            kept += [f"{indent}# YOUR CODE HERE",
-                     f"{indent}raise NotImplementedError({_stub_message(functions.get(number))!r})"]
+            kept += [f"{indent}{STUDENT_BEGIN}",
+                     f"{indent}raise NotImplementedError({_stub_message(functions.get(number))!r})",
+                     f"{indent}{STUDENT_END}"]
         elif marker == END:
             if start is None:
                 raise ValueError(f"{where}, line {number}: {END} without a {BEGIN} before it")
@@ -130,39 +158,148 @@ def has_solutions(source: str) -> bool:
     return any(line.strip() == BEGIN for line in source.split("\n"))
 
 
+def solution_frame(source: str) -> str | None:
+    """A student cell without what lies between its ``STUDENT_BEGIN`` and ``STUDENT_END`` lines (the
+    lines the student may not change), or None when the two lines are missing or out of order."""
+    kept, inside, blocks = [], False, 0
+    for line in source.split("\n"):
+        marker = line.strip()
+        if marker == STUDENT_BEGIN:
+            if inside:
+                return None
+            inside, blocks = True, blocks + 1
+            kept.append(line.rstrip())
+        elif marker == STUDENT_END:
+            if not inside:
+                return None
+            inside = False
+            kept.append(line.rstrip())
+        elif not inside:
+            kept.append(line.rstrip())
+    if inside or not blocks:
+        return None
+    return "\n".join(kept).strip("\n")
+
+
+def frame_digest(source: str) -> str | None:
+    frame = solution_frame(source)
+    return None if frame is None else hashlib.sha256(frame.encode("utf-8")).hexdigest()[:16]
+
+
+def exercise_role(cell: dict) -> tuple[str, str] | None:
+    """``(exercise id, "solution" | "check")`` from a cell's metadata, or None."""
+    meta = cell.get("metadata", {}).get("gloss_lite", {})
+    if isinstance(meta, dict) and isinstance(meta.get("exercise"), str) and meta.get("role") in ROLES:
+        return meta["exercise"], meta["role"]
+    return None
+
+
+def is_model_answer(cell: dict) -> bool:
+    return MODEL_ANSWER_TAG in cell.get("metadata", {}).get("tags", [])
+
+
 def student_notebook(notebook: dict, *, name: str = "notebook") -> dict:
-    """The student copy of an instructor notebook (a new dict; the input is left as it was)."""
+    """The student copy of an instructor notebook (a new dict; the input is left as it was).
+
+    Solutions become stubs, model answers are dropped, outputs cleared, the Colab badge removed; a
+    solution cell's metadata gets the digest of its frame, for the grader.
+    """
     copy = json.loads(json.dumps(notebook))
+    cells = []
     for index, cell in enumerate(copy["cells"]):
+        if is_model_answer(cell):
+            continue
         source = cell_source(cell)
         if cell["cell_type"] == "code":
-            if has_solutions(source) or END in source:
-                cell["source"] = source_lines(strip_solutions(source, where=f"{name}, cell {index}"))
+            stripped = strip_solutions(source, where=f"{name}, cell {index}")
+            if stripped != source:
+                cell["source"] = source_lines(stripped)
+            if (exercise_role(cell) or ("", ""))[1] == "solution":
+                cell["metadata"]["gloss_lite"]["frame"] = frame_digest(stripped)
             cell["outputs"], cell["execution_count"] = [], None
         elif BADGE_PATTERN.search(source):
             without = re.sub(r"\n*" + BADGE_PATTERN.pattern + r"\n*", "\n\n", source, count=1)
             cell["source"] = source_lines(without.rstrip("\n") if without.endswith("\n\n") else without)
+        cells.append(cell)
+    copy["cells"] = cells
     return copy
 
 
-def make_student_copies(output: Path = STUDENT_DIR, notebooks: list[Path] | None = None) -> list[Path]:
-    """Write the student copy of every course notebook into ``output``; returns the paths written.
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
-    Earlier student copies in ``output`` (``NN_*.ipynb``) whose notebook no longer exists are removed.
+
+def _read_manifest(output: Path) -> dict[str, str]:
+    path = output / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        files = json.loads(path.read_text(encoding="utf-8")).get("files", {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return {name: digest for name, digest in files.items() if isinstance(digest, str) and "/" not in name}
+
+
+def make_student_copies(output: Path = STUDENT_DIR, notebooks: list[Path] | None = None) -> list[Path]:
+    """Write the student copies (see ``write_student_copies``); returns the paths written."""
+    return write_student_copies(output, notebooks)[0]
+
+
+def write_student_copies(output: Path = STUDENT_DIR,
+                         notebooks: list[Path] | None = None) -> tuple[list[Path], list[Path]]:
+    """Write the student copy of every course notebook into ``output``; returns the paths written
+    and the earlier copies removed.
+
+    Writes only files of its own: ``output/.gloss-lite-student-copies.json`` lists what it wrote,
+    with a digest of each file. It replaces one of those files only while it is unchanged, removes
+    an earlier copy whose notebook is gone only while it is unchanged, and leaves every other file
+    alone. Nothing is written unless every copy can be.
+
+    Raises:
+        ValueError: ``output`` is the folder of the notebooks being read, or a notebook's solution
+            markers are broken (the message names notebook, cell and line).
+        FileExistsError: a file it would replace is not one it wrote (or was edited since); the
+            message lists them.
     """
     output = Path(output)
-    notebooks = notebook_paths() if notebooks is None else notebooks
-    if output.resolve() == NOTEBOOK_DIR.resolve():
-        raise ValueError("the student copies need a folder of their own, not notebooks/")
-    output.mkdir(parents=True, exist_ok=True)
-    written = []
+    notebooks = notebook_paths() if notebooks is None else [Path(p) for p in notebooks]
+    sources = {path.resolve().parent for path in notebooks} | {NOTEBOOK_DIR.resolve()}
+    if output.resolve() in sources:
+        raise ValueError(f"{output} holds the instructor notebooks being read; the student copies need a "
+                         f"folder of their own (e.g. --output student)")
+    copies = {}
     for path in notebooks:
-        target = output / path.name
-        write_notebook(student_notebook(read_notebook(path), name=path.name), target)
+        data = (json.dumps(student_notebook(read_notebook(path), name=path.name), indent=1, ensure_ascii=False)
+                + "\n").encode("utf-8")
+        copies[path.name] = data
+    manifest = _read_manifest(output)
+    blocked = []
+    for name, data in copies.items():
+        target = output / name
+        if target.exists() or target.is_symlink():
+            current = _digest(target.read_bytes()) if target.is_file() else None
+            if current != _digest(data) and (name not in manifest or manifest[name] != current):
+                blocked.append(str(target))
+    if blocked:
+        raise FileExistsError("the student copies would overwrite files that this command did not write (or that "
+                              "were edited since): " + ", ".join(blocked)
+                              + "; move them away or choose another --output")
+    output.mkdir(parents=True, exist_ok=True)
+    removed = []
+    for name, digest in manifest.items():
+        stale = output / name
+        if name not in copies and stale.is_file() and _digest(stale.read_bytes()) == digest:
+            stale.unlink()
+            removed.append(stale)
+    written = []
+    for name, data in copies.items():
+        target = output / name
+        target.write_bytes(data)
         written.append(target)
-    for stale in set(output.glob("[0-9][0-9]_*.ipynb")) - set(written):
-        stale.unlink()
-    return written
+    (output / MANIFEST).write_text(json.dumps(
+        {"written by": "python -m gloss_lite.classroom student",
+         "files": {name: _digest(data) for name, data in copies.items()}}, indent=1) + "\n", encoding="utf-8")
+    return written, removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,23 +325,29 @@ def badge(repository: str, relative_path: str) -> str:
     return f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(repository, relative_path)})"
 
 
-def setup_source(repository: str) -> str:
-    """The first cell of every notebook: in Colab, fetch and install the course; elsewhere nothing."""
-    return f"""{SETUP_MARKER}: in Google Colab this cell fetches the course and installs it (Colab's own
-# torch is kept). For a GPU, first choose Runtime > Change runtime type > GPU. In JupyterLab or
-# papermill this cell does nothing: the course is already installed there (see the README).
+def release_tag(version: str = __version__) -> str:
+    """The git tag of this version of the course (``v0.1.0``): the set-up cells install from it."""
+    return f"v{version}"
+
+
+def setup_source(repository: str, version: str = __version__) -> str:
+    """The first cell of every notebook: in Colab, install this version of the package; elsewhere nothing.
+
+    It installs ``gloss-lite`` from the repository at the version's tag, with its own needs only
+    (Colab keeps its torch and its kernel packages); nothing is cloned, so no instructor notebook
+    comes along. The course's dataset is package data.
+    """
+    return f"""{SETUP_MARKER}: in Google Colab this cell installs the course's package, gloss-lite {version}
+# (Colab's own torch and Jupyter packages are kept). For a GPU, first choose Runtime > Change
+# runtime type > GPU. In JupyterLab or papermill this cell does nothing: the course is already
+# installed there (see the README).
 import sys
 
 if "google.colab" in sys.modules:
-    import os
-    import subprocess
+    %pip install --quiet "gloss-lite @ git+{repository}@{release_tag(version)}"
+    import importlib
 
-    COURSE = "/content/gloss-course"
-    if not os.path.isdir(COURSE):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1", "{repository}", COURSE], check=True)
-    %pip install --quiet --editable {{COURSE}}
-    sys.path.insert(0, COURSE)  # importable at once, without restarting the runtime
-    os.chdir(f"{{COURSE}}/notebooks")"""
+    importlib.invalidate_caches()  # importable at once, without restarting the runtime"""
 
 
 def _title_with_badge(source: str, repository: str, relative_path: str) -> str:
@@ -274,10 +417,22 @@ def main(argv: list[str] | None = None) -> int:
     student.add_argument("--output", type=Path, default=STUDENT_DIR, help="folder for the copies (default: student/)")
     colab = commands.add_parser("colab", help="write the Colab set-up cells and badges from the README's URL")
     colab.add_argument("--check", action="store_true", help="only report what is out of step; exit 1 if anything is")
+    from .grading import add_arguments, run_from_arguments
+
+    add_arguments(commands.add_parser("grade", help="grade submitted notebooks into grades.csv and feedback files"))
     args = parser.parse_args(argv)
+    if args.command == "grade":
+        return run_from_arguments(args)
     if args.command == "student":
-        for path in make_student_copies(args.output):
+        try:
+            written, removed = write_student_copies(args.output)
+        except (ValueError, FileExistsError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for path in written:
             print(path)
+        for path in removed:
+            print("removed the earlier copy", path)
         return 0
     if args.check:
         problems = colab_problems()

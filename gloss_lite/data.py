@@ -9,9 +9,33 @@ looks for the folder in these roots, in order:
 2. the folder named by the environment variable ``GLOSS_LITE_DATA``, if set;
 3. the project's own ``data/`` folder (``PROJECT_DATA_DIR``), which ships the
    small embedded datasets ``reviews_sentiment`` and ``reviews_topic``;
-4. for the paper's benchmarks ``mr``, ``r8`` and ``r52`` only: a download from
-   the authors' public GitHub repository, checked against pinned SHA-256 sums
-   and cached on disk (see ``download_benchmark``).
+4. for the paper's benchmarks (``BENCHMARKS``) only: a download from the
+   authors' public GitHub repository, checked and cached on disk (see
+   ``download_benchmark``).
+
+The paper's five benchmarks, in the TextGCN train/test splits with the
+authors' 10% ``val`` hold-out (rows: train / val / test):
+
+- ``mr``: movie-review sentences, 2 classes (negative, positive); 6397 / 711 / 3554.
+- ``r8``: Reuters-21578 news, 8 topics (acq, crude, earn, ..., trade); 4936 / 549 / 2189.
+- ``r52``: Reuters-21578 news, 52 topics, labels written as names; 5865 / 667 / 2568.
+- ``ohsumed``: MEDLINE titles and abstracts, 23 disease categories named by their MeSH
+  code ("C01 bacterial infections and mycoses", ..., "C23 pathological conditions,
+  signs and symptoms"); 3021 / 336 / 4043.
+- ``20ng``: 20 Newsgroups ("bydate") posts with their headers, 20 newsgroups
+  ("alt.atheism", ..., "talk.religion.misc"); 10182 / 1132 / 7532.
+
+Ohsumed and 20NG texts are long (20NG posts reach 30,000+ characters); the
+encoder keeps each text's first ``max_length`` tokens (see
+``gloss_lite.encoders.tokenize``).
+
+A benchmark's content is checked wherever it comes from. A downloaded file
+with a published SHA-256 is checked byte for byte; any other file (a download
+without one, or a local copy) is checked after parsing against its split's
+content fingerprint (``content_fingerprint``, which does not depend on the
+CSV's layout): a copy with a row missing, or another text, is refused with a
+clear error (``load_dataset(..., verify=False)`` loads a modified local copy as
+it is).
 
 Labels are either integer ids (``0, 1, ...``) or class names. The train split
 defines the classes (the labels it holds; see ``_read_folder``); val and test
@@ -25,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -45,38 +70,131 @@ DEFAULT_BASE_URL = "https://raw.githubusercontent.com/saditya13/G-Loss-LoG/main/
 # The benchmarks used in the G-Loss paper, as published by its authors.
 # "folder": the folder name upstream; "class_names": the names of the integer
 # ids used in the CSVs (None: the CSVs already hold class names);
-# "sha256": the checksum of each upstream split file, in pooch's format;
-# "rows": the number of documents in each split, checked on every local copy.
+# "rows": the number of documents in each split;
+# "sha256": the checksum of each upstream split file, in pooch's format (None:
+# not known, the file is checked by its fingerprint only);
+# "fingerprint": each split's content_fingerprint (SHA-256 hex).
 BENCHMARKS = {
     "mr": {
         "folder": "MR",
         "class_names": ("negative", "positive"),
+        "rows": {"train": 6397, "val": 711, "test": 3554},
         "sha256": {
             "train": "sha256:1fb1d9be15efc6bca4af4f99f8e26f0dadcdb6b8106c6dd773bc5953912bec33",
             "val": "sha256:4d811ba22c1beef3f66874dbe0a513a667bdb071f57b658395be5fbfa32d787d",
             "test": "sha256:07e64cae2674575200c13f444188d3907fe464158bcdf955252b23e639537a77",
         },
-        "rows": {"train": 6397, "val": 711, "test": 3554},
+        "fingerprint": {
+            "train": "7b47d6f1e4cd6533e5fc3f65990ea17cb6a0aae3923e49a46c95ecd94fc06f97",
+            "val": "d01ba736c1ff81a067d129e7b9339db52f09343ecca238791a66636c9d910fb1",
+            "test": "56296fba51bb01e3081b8d44350aa9deee2b0948b8cbee5eeaab39400e35876f",
+        },
     },
     "r8": {
         "folder": "R8",
         "class_names": ("acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"),
+        "rows": {"train": 4936, "val": 549, "test": 2189},
         "sha256": {
             "train": "sha256:38403910f8facfb509dd7db6aa2f117f4ed84ba194df922e3366688b1ccca143",
             "val": "sha256:af2da6626ab1b11933452cebcc1f26c0d5c09a807b6a78fc5e216ecf4f37dde0",
             "test": "sha256:083f6d98c42ad906f9c02243ac676277704599b1453bc1307af78f8f65f0fe6b",
         },
-        "rows": {"train": 4936, "val": 549, "test": 2189},
+        "fingerprint": {
+            "train": "9fe31558439c4f991a958351da486b05077ac6dc5ea0be1dee4a934d1d5b814d",
+            "val": "f6d9b19b247807001d70659dd84708b3ea527773146a0bc79e0e52358f640f86",
+            "test": "1d97b8fd5cc324a2cd770722c882abff1a44922447e418fc0ed0f52fcb27a8d5",
+        },
     },
     "r52": {
         "folder": "R52",
         "class_names": None,
+        "rows": {"train": 5865, "val": 667, "test": 2568},
         "sha256": {
             "train": "sha256:986f41ddf39dc360ae9619da19e9632fd4779bdc5278de94f846bd74f226c9ca",
             "val": "sha256:77b1f22037e91519c9e1cdd88f2caa35a30dd93a6167dd30816f7ff766ee0789",
             "test": "sha256:a8f6d82ca86b758c697dde6985ba938a607d2831f9f827b869172027f5618d37",
         },
-        "rows": {"train": 5865, "val": 667, "test": 2568},
+        "fingerprint": {
+            "train": "96e0512579fc3d223f996a8a674f2acdd80cd43deec262ce17a8a92342f413ac",
+            "val": "d66d34e720f80c7d3415d9330a7a4c6f46340ca7c542ad89277b8f16e0063867",
+            "test": "17feec4207c0164a6aa4823dd85885944dd56152de0728dbee690177c78555fe",
+        },
+    },
+    "ohsumed": {
+        "folder": "ohsumed",
+        # id = MeSH disease-category code number - 1; the code is what the literature cites
+        "class_names": (
+            "C01 bacterial infections and mycoses",
+            "C02 virus diseases",
+            "C03 parasitic diseases",
+            "C04 neoplasms",
+            "C05 musculoskeletal",
+            "C06 digestive system",
+            "C07 stomatognathic",
+            "C08 respiratory tract",
+            "C09 otorhinolaryngologic",
+            "C10 nervous system",
+            "C11 eye",
+            "C12 urologic and male genital",
+            "C13 female genital and pregnancy complications",
+            "C14 cardiovascular",
+            "C15 hemic and lymphatic",
+            "C16 neonatal diseases and abnormalities",
+            "C17 skin and connective tissue",
+            "C18 nutritional and metabolic",
+            "C19 endocrine",
+            "C20 immunologic",
+            "C21 disorders of environmental origin",
+            "C22 animal diseases",
+            "C23 pathological conditions, signs and symptoms",
+        ),
+        "rows": {"train": 3021, "val": 336, "test": 4043},
+        "sha256": {
+            "train": "sha256:30ec08bd5afa83b56e567957016444f682c7e369a4e564341b9565dcfbccc057",
+            "val": "sha256:ab2823f7498c60f60b40e40f3eaf5950d225b212cbcdf803d29b9b43598a0e15",
+            "test": None,
+        },
+        "fingerprint": {
+            "train": "5f24714f7620ed1125b96e3238b0e975f8597b5f1951968d03641bffd344609d",
+            "val": "7de361cc2c1799915e7bba6c983bf4fec41f57a3a07615adcec38c3b20bf2054",
+            "test": "bc998603f917370565536d625d15e07251e9334dc82d2b7de7993c5f5813e0c8",
+        },
+    },
+    "20ng": {
+        "folder": "20ng",
+        "class_names": (
+            "alt.atheism",
+            "comp.graphics",
+            "comp.os.ms-windows.misc",
+            "comp.sys.ibm.pc.hardware",
+            "comp.sys.mac.hardware",
+            "comp.windows.x",
+            "misc.forsale",
+            "rec.autos",
+            "rec.motorcycles",
+            "rec.sport.baseball",
+            "rec.sport.hockey",
+            "sci.crypt",
+            "sci.electronics",
+            "sci.med",
+            "sci.space",
+            "soc.religion.christian",
+            "talk.politics.guns",
+            "talk.politics.mideast",
+            "talk.politics.misc",
+            "talk.religion.misc",
+        ),
+        "rows": {"train": 10182, "val": 1132, "test": 7532},
+        "sha256": {
+            "train": None,
+            "val": "sha256:9536b91dada5104f79550a452f8d3c5c115253026626f5ff0b192c76bd0efccc",
+            "test": None,
+        },
+        "fingerprint": {
+            "train": "bb8fee096e120237248a2ffe8025d79ce40878701eb865f6839d74842adc70a1",
+            "val": "b679122a975c637bddcc76b9c1c7e2ab5c1a00bb4c6dc9e0e6120595d97ab3d1",
+            "test": "deef3e767d76a25864321c7db91635ea8d6b732a1f64d30d712ce590fb2f1122",
+        },
     },
 }
 
@@ -246,6 +364,45 @@ def read_split(path) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+# ---------------------------------------------------------------------------
+# Checking a benchmark's content
+
+
+def content_fingerprint(texts, labels) -> str:
+    """SHA-256 (hex) of a split's content, independent of the CSV's layout.
+
+    One line ``label<TAB>text`` per document (the label as written in the CSV,
+    e.g. ``"3"`` or ``"earn"``), the lines sorted and joined by a newline (no
+    final newline), encoded as UTF-8. Row order, quoting, line endings of the
+    file and extra columns do not change it; a missing, added or edited row does.
+    """
+    lines = sorted(f"{label}\t{text}" for text, label in zip(texts, labels, strict=True))
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def check_content(path, texts, labels, *, name, fingerprint, rows=None, downloaded=False) -> None:
+    """Raise ValueError unless ``content_fingerprint(texts, labels) == fingerprint``.
+
+    ``path`` is the file the split was read from, ``name`` the benchmark and
+    ``rows`` its published number of documents; the error names all three, the
+    rows found, and where to put a correct local copy.
+    """
+    found = content_fingerprint(texts, labels)
+    if found == fingerprint:
+        return
+    expected_rows = f"expected {rows} rows, found {len(texts)}" if rows is not None else f"{len(texts)} rows"
+    if downloaded:
+        what, escape = "the downloaded file differs from the published split (removed from the cache)", ""
+    else:
+        what = "this copy differs from the published split"
+        escape = f", or call load_dataset({name!r}, verify=False) to load this copy as it is"
+    raise ValueError(
+        f"{path}: {what}: {expected_rows}; content fingerprint {found}, expected {fingerprint}. "
+        f"Put the published files as <folder>/{name}/train.csv, val.csv, test.csv "
+        f"and set GLOSS_LITE_DATA=<folder>{escape}."
+    )
+
+
 def _is_int(label: str) -> bool:
     return re.fullmatch(r"-?[0-9]+", label) is not None
 
@@ -259,24 +416,10 @@ def _encode(labels, lookup, path, message) -> torch.Tensor:
     return torch.tensor([lookup[label] for label in labels], dtype=torch.int64)
 
 
-def _check_rows(name: str, folder: pathlib.Path, columns: dict) -> None:
-    """Compare each split's row count with the published size of benchmark ``name``, if known."""
-    sizes = BENCHMARKS.get(name, {}).get("rows")
-    if not sizes:
-        return
-    for split, (texts, _) in columns.items():
-        expected = sizes.get(split)
-        if expected is not None and len(texts) != expected:
-            raise ValueError(
-                f"{folder / f'{split}.csv'}: {len(texts)} rows, but the published {name} {split} split has "
-                f"{expected}; this copy is incomplete or another file. Put the complete split there "
-                f"(as {name}/train.csv, val.csv, test.csv under GLOSS_LITE_DATA), or remove {folder} "
-                f"so that load_dataset({name!r}) downloads the checked files"
-            )
-
-
-def _read_folder(name: str, folder: pathlib.Path) -> Dataset:
+def _read_folder(name: str, folder: pathlib.Path, verify: bool = True) -> Dataset:
     """Read ``folder/{train,val,test}.csv`` into a Dataset; train defines the classes.
+
+    With ``verify``, a benchmark's splits are checked against their fingerprints.
 
     Integer labels of a benchmark with known class names (``mr``, ``r8``) are ids into that
     list. Other integer labels: the classes are the distinct labels of train, in increasing
@@ -285,7 +428,6 @@ def _read_folder(name: str, folder: pathlib.Path) -> Dataset:
     val or test that train lacks is an error naming the file.
     """
     columns = {split: read_split(folder / f"{split}.csv") for split in SPLITS}
-    _check_rows(name, folder, columns)
     train_labels = columns["train"][1]
 
     if all(_is_int(label) for label in train_labels):
@@ -318,6 +460,11 @@ def _read_folder(name: str, folder: pathlib.Path) -> Dataset:
         else:
             message = f"in the {split} split not seen in train ({classes})"
         splits[split] = Split(texts, _encode(labels, lookup, path, message), class_names)
+    info = BENCHMARKS.get(name, {})
+    if verify and "fingerprint" in info:  # after the label checks, which name the bad row
+        for split, (texts, labels) in columns.items():
+            check_content(folder / f"{split}.csv", texts, labels, name=name,
+                          fingerprint=info["fingerprint"][split], rows=info["rows"][split])
     return Dataset(name, splits["train"], splits["val"], splits["test"], class_names, folder)
 
 
@@ -336,6 +483,9 @@ def _roots(data_dir) -> list[pathlib.Path]:
                 raise ValueError(f"{where} = {str(folder)!r} is not an existing folder")
             roots.append(folder)
     roots.append(PROJECT_DATA_DIR)
+    installed = pathlib.Path(__file__).resolve().parent / "course_data"  # a non-editable install's copy
+    if installed.is_dir():
+        roots.append(installed)
     return roots
 
 
@@ -361,12 +511,15 @@ def _find(root: pathlib.Path, name: str):
     return None
 
 
-def load_dataset(name: str = DEFAULT_DATASET, data_dir=None) -> Dataset:
+def load_dataset(name: str = DEFAULT_DATASET, data_dir=None, *, verify: bool = True) -> Dataset:
     """Load dataset ``name`` (case-insensitive) as train / val / test splits.
 
     Searches ``data_dir``, then ``$GLOSS_LITE_DATA``, then the project's
     ``data/`` folder for ``<name>/train.csv``, ``val.csv`` and ``test.csv``;
-    the benchmarks ``mr``, ``r8`` and ``r52`` are downloaded if found nowhere.
+    the benchmarks (``BENCHMARKS``: mr, r8, r52, ohsumed, 20ng) are downloaded
+    if found nowhere. A benchmark's splits are checked against their published
+    content (``check_content``); ``verify=False`` loads a modified local copy
+    as it is.
 
     >>> train, val, test = load_dataset("reviews_sentiment")  # doctest: +SKIP
     """
@@ -377,7 +530,7 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir=None) -> Dataset:
     for root in roots:
         folder = _find(root, name)
         if folder is not None:
-            return _read_folder(name, folder)
+            return _read_folder(name, folder, verify)
 
     searched = ", ".join(str(root) for root in roots)
     if name not in BENCHMARKS:
@@ -390,7 +543,7 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir=None) -> Dataset:
         folder = download_benchmark(name)
     except DatasetNotFoundError as err:
         raise DatasetNotFoundError(f"dataset {name!r} is not in {searched}; {err}") from None
-    return _read_folder(name, folder)
+    return _read_folder(name, folder, verify=False)  # download_benchmark checked every file
 
 
 # ---------------------------------------------------------------------------
@@ -409,8 +562,10 @@ def _quiet_pooch():
         logger.setLevel(level)
 
 
-def download_benchmark(name, *, cache_dir=None, base_url=None, registry=None) -> pathlib.Path:
-    """Download benchmark ``name`` ("mr", "r8" or "r52") and return its folder.
+def download_benchmark(
+    name, *, cache_dir=None, base_url=None, registry=None, fingerprints=None, rows=None
+) -> pathlib.Path:
+    """Download benchmark ``name`` (one of ``BENCHMARKS``) and return its folder.
 
     The folder holds train.csv, val.csv and test.csv as published upstream.
     Files are fetched from ``base_url`` (default: ``$GLOSS_LITE_DATA_URL``,
@@ -419,28 +574,35 @@ def download_benchmark(name, *, cache_dir=None, base_url=None, registry=None) ->
     ``registry``, a dict split -> "sha256:<hex>" (default: from BENCHMARKS).
     A cached file whose checksum is wrong is fetched again.
 
+    A split whose checksum is None (not published) is fetched unchecked and,
+    once parsed, checked against ``fingerprints[split]`` (default: from
+    BENCHMARKS; see ``content_fingerprint``), with ``rows`` (split -> count)
+    for the error message; a file that fails is removed from the cache.
+
     Raises DatasetNotFoundError if the download fails, and ValueError if the
-    server sends a file whose checksum does not match.
+    server sends a file whose checksum or content does not match.
     """
     name = name.lower()
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     folder = BENCHMARKS[name]["folder"]
     registry = BENCHMARKS[name]["sha256"] if registry is None else registry
+    fingerprints = BENCHMARKS[name].get("fingerprint", {}) if fingerprints is None else fingerprints
+    rows = BENCHMARKS[name].get("rows", {}) if rows is None else rows
     base_url = base_url or os.environ.get("GLOSS_LITE_DATA_URL") or DEFAULT_BASE_URL
     cache_dir = cache_dir or os.environ.get("GLOSS_LITE_CACHE") or pooch.os_cache("gloss_lite")
 
     store = pooch.create(
         path=cache_dir,
         base_url=base_url,
-        registry={f"{folder}/{split}.csv": registry[split] for split in SPLITS},
+        registry={f"{folder}/{split}.csv": registry.get(split) for split in SPLITS},
     )
     for split in SPLITS:
         fname = f"{folder}/{split}.csv"
         url = store.get_url(fname)
         try:
             with _quiet_pooch():
-                store.fetch(fname)
+                path = store.fetch(fname)
         except requests.exceptions.RequestException as err:
             raise DatasetNotFoundError(
                 f"the download of {name!r} from {url} into {store.abspath} failed "
@@ -455,4 +617,11 @@ def download_benchmark(name, *, cache_dir=None, base_url=None, registry=None) ->
                 f"the SHA-256 checksum of {url} did not match the expected "
                 f"{registry[split]}: the server sent a different file ({err})"
             ) from None
+        if registry.get(split) is None and fingerprints.get(split) is not None:
+            try:
+                check_content(path, *read_split(path), name=name, fingerprint=fingerprints[split],
+                              rows=rows.get(split), downloaded=True)
+            except ValueError:
+                pathlib.Path(path).unlink()  # unchecked by pooch: fetch it again next time
+                raise
     return pathlib.Path(store.abspath) / folder

@@ -8,10 +8,16 @@ runs ``fn`` and the package's reference on fresh random inputs and compares them
     Exercise 01.2 (the Gaussian kernel) passed on 5 random inputs.
 
 A difference raises ``ExerciseFailed`` (an ``AssertionError``) whose message says what differs,
-on which input, and gives a hint; it also names the random seed, so ``check(id, fn, seed=...)``
-repeats the same inputs. A stub that still raises ``NotImplementedError`` is let through as it
-is, so an unfinished exercise reads as unfinished. ``EXERCISES`` lists every exercise by id
-(``"NN.k"``: notebook ``NN``, exercise ``k``).
+on which input, and gives a hint (a fuller one after the third failed try); it also names the
+random seed, so ``check(id, fn, seed=...)`` repeats the same inputs. A stub that still raises
+``NotImplementedError`` is let through as it is, so an unfinished exercise reads as unfinished.
+A function that does not return within ``timeout`` seconds fails with a message that says so.
+
+A solution may not call the package's implementation of what it is asked to write: every
+exercise lists those names (``Exercise.forbidden``), and ``check`` refuses a function that uses
+one, under any alias (``reference_uses`` reads the names its code refers to). ``EXERCISES``
+lists every exercise by id (``"NN.k"``: notebook ``NN``, exercise ``k``) with its points;
+``gloss_lite.grading`` grades whole submissions with the same checks.
 
 The references are the package's own functions wherever the package has one; the few that it
 has no function for (one LPA iteration, a training step) are written out here.
@@ -19,10 +25,16 @@ has no function for (one LPA iteration, a training step) are written out here.
 
 from __future__ import annotations
 
+import builtins
 import copy
+import importlib
+import math
 import random
+import signal
+import threading
+import types
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -32,25 +44,58 @@ from .evaluate import lpa_predict
 from .graph import gaussian_affinity, squared_distances, transition_matrix
 from .losses import SupConLoss, TripletLoss, g_loss, mix_losses
 from .lpa import propagate
+from .masking import split_mask
+from .reproduce import paired_interval, verdict
 from .sigma import sigma_dicm, sigma_sqrt
+from .train import gradient_share
+
+DEFAULT_TIMEOUT = 60.0  # seconds a student's function may take for one whole check
 
 
 class ExerciseFailed(AssertionError):
-    """The student's function disagrees with the reference (the message says where and why)."""
+    """The student's function disagrees with the reference (the message says where and why).
+
+    ``credit`` is the share of the exercise's points earned anyway (an exercise with parts, one
+    of them right); ``reason`` is ``"wrong"``, ``"timeout"`` or ``"reference"``.
+    """
+
+    def __init__(self, message: str, *, credit: float = 0.0, reason: str = "wrong") -> None:
+        super().__init__(message)
+        self.credit, self.reason = credit, reason
 
 
 class _Mismatch(Exception):
-    """Raised inside a checker; ``check`` turns it into ``ExerciseFailed`` with the hint added."""
+    """Raised inside a checker; ``check`` turns it into ``ExerciseFailed`` with the hint added.
+
+    ``credit``: the share of the points the parts checked before this one are worth.
+    """
+
+    def __init__(self, message: str, *, credit: float = 0.0) -> None:
+        super().__init__(message)
+        self.credit = credit
+
+
+class _TimeUp(BaseException):
+    """Raised in the student's code by the alarm; a BaseException, so ``except Exception`` lets it by."""
 
 
 @dataclass(frozen=True)
 class Exercise:
-    """One coded exercise: what it asks for, how to check it, and a hint."""
+    """One coded exercise: what it asks for, how to check it, a hint, its points, what it may not call.
+
+    ``forbidden`` names the package's implementations of the exercise (a bare name such as
+    ``"sigma_sqrt"`` is looked up in the package's modules, a dotted one such as
+    ``"torch.autograd.grad"`` imported); ``more_hint`` is shown from the third failed try on.
+    """
 
     title: str
     function: str  # the name of the function the student writes
     hint: str
     checker: Callable[[Callable, torch.Generator], int]  # raises _Mismatch; returns how many inputs it tried
+    forbidden: tuple[str, ...] = ()
+    points: int = 2
+    more_hint: str = ""
+    parts: tuple[str, ...] = field(default=())  # names of the parts that earn partial credit, in order
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +108,11 @@ def _describe(value) -> str:
     return type(value).__name__
 
 
+_current = {"where": "before the first input"}
+
+
 def _call(function: Callable, args: tuple, where: str):
+    _current["where"] = where
     try:
         return function(*args)
     except NotImplementedError:
@@ -272,12 +321,12 @@ def _check_stratified_mask(student, generator) -> int:
             again = _call(student, (labels.clone(), gamma, torch.Generator().manual_seed(seed)), where)
             if not torch.equal(mask, again):
                 raise _Mismatch(f"two calls with generators of the same seed gave different masks: draw "
-                                f"every random choice from `generator`\n  on {where}")
+                                f"every random choice from `generator`\n  on {where}", credit=0.5)
             masks.append(mask)
             tried += 1
         if all(torch.equal(masks[0], m) for m in masks[1:]):
             raise _Mismatch(f"8 generators with different seeds all gave the same mask: the visible members "
-                            f"must be drawn at random within each class\n  on {where}")
+                            f"must be drawn at random within each class\n  on {where}", credit=0.5)
     return tried
 
 
@@ -290,23 +339,26 @@ def _g_loss_cases(generator):
     return cases
 
 
-def _check_g_loss(student, generator) -> int:
-    """Value and gradient with respect to the embeddings."""
-    drawn = _g_loss_cases(generator)
+def _check_g_loss(student, generator, *, target="nll", cases=None) -> int:
+    """Value and gradient with respect to the embeddings (half the points for the value alone)."""
+    drawn = (cases or _g_loss_cases)(generator)
     for number, (description, args) in enumerate(drawn, start=1):
         where = f"input {number} of {len(drawn)}: {description}"
         embeddings, *rest = args
         mine = embeddings.clone().requires_grad_()
-        expected = g_loss(mine, *rest[:2], sigma=rest[2], num_classes=rest[3], scheme="gloss", target="nll")
+        expected = g_loss(mine, *rest[:2], sigma=rest[2], num_classes=rest[3], scheme="gloss", target=target)
         (expected_grad,) = torch.autograd.grad(expected, mine)
         theirs = embeddings.clone().requires_grad_()
         yours = _call(student, (theirs, *rest), where)
         _compare(yours, expected.detach(), where)
         if not isinstance(yours, torch.Tensor) or not yours.requires_grad:
             raise _Mismatch(f"the value is right but carries no gradient: keep every step in torch "
-                            f"(no .item(), .numpy() or .detach())\n  on {where}")
+                            f"(no .item(), .numpy() or .detach())\n  on {where}", credit=0.5)
         (your_grad,) = torch.autograd.grad(yours, theirs)
-        _compare(your_grad, expected_grad, where + " (gradient with respect to the embeddings)")
+        try:
+            _compare(your_grad, expected_grad, where + " (gradient with respect to the embeddings)")
+        except _Mismatch as mismatch:
+            raise _Mismatch(f"the value is right, the gradient is not: {mismatch}", credit=0.5) from None
     return len(drawn)
 
 
@@ -406,104 +458,529 @@ def _metric_cases(generator, parameter: str, values: list[float]):
 
 
 # ---------------------------------------------------------------------------------------------
-# The exercises
+# Exercises of understanding: a limit, a fixed point, a derivative, worked out rather than copied
 # ---------------------------------------------------------------------------------------------
+
+def _wide_kernel_cases(generator):
+    cases = []
+    for _ in range(4):
+        _, labels, visible, num_classes, _, _ = _graph_case(generator)
+        cases.append((f"labels {labels.tolist()}, {int(visible.sum())} visible, C={num_classes}",
+                      (labels, visible, num_classes)))
+    return cases
+
+
+def wide_kernel_reference(labels, labeled_mask, num_classes):
+    """``F_U`` on the complete graph of equal weights, the limit of the Gaussian graph as sigma grows."""
+    n = len(labels)
+    uniform = (torch.ones(n, n, dtype=torch.float64) - torch.eye(n, dtype=torch.float64)) / (n - 1)
+    return propagate(uniform, labels, labeled_mask, num_classes, teleport=0.0)[~labeled_mask]
+
+
+def narrow_kernel_reference(embeddings):
+    """The limit of ``D^-1 W`` as sigma -> 0: all of each row's weight on its nearest neighbour."""
+    distances = squared_distances(embeddings).fill_diagonal_(float("inf"))
+    return F.one_hot(distances.argmin(dim=1), len(embeddings)).to(embeddings.dtype)
+
+
+def _distinct_neighbour_cases(generator):
+    cases = []
+    for _ in range(5):
+        n, d = _randint(3, 10, generator), _randint(2, 6, generator)
+        cases.append((f"{n} x {d} embeddings", (_embeddings(n, d, generator) * 3,)))
+    return cases
+
+
+def _soft_clamp_cases(generator):
+    cases = []
+    for _ in range(4):
+        _, labels, visible, num_classes, sigma, transition = _graph_case(generator)
+        one_hot = F.one_hot(labels, num_classes).double() * visible[:, None]
+        alpha = [0.5, 0.8, 0.9, 0.99][_randint(0, 3, generator)]
+        cases.append((f"n={len(labels)}, C={num_classes}, {int(visible.sum())} visible, alpha={alpha}",
+                      (transition, one_hot, alpha)))
+    return cases
+
+
+def soft_clamp_reference(transition, one_hot, alpha):
+    """Iterate ``F <- alpha T F + (1 - alpha) Y`` from ``F = Y`` until it stops moving."""
+    distributions = one_hot.clone()
+    for _ in range(100_000):
+        updated = alpha * transition @ distributions + (1 - alpha) * one_hot
+        if (updated - distributions).abs().max() < 1e-15:
+            break
+        distributions = updated
+    return updated
+
+
+def _random_mask_cases(generator):
+    """G-Loss inputs under the authors' mask: ``gamma * n`` visible drawn over the whole batch."""
+    cases = []
+    while len(cases) < 4:
+        embeddings, labels, _, num_classes, sigma, _ = _graph_case(generator)
+        gamma = [0.3, 0.5, 0.7][_randint(0, 2, generator)]
+        visible = split_mask(labels, gamma, generator=generator, stratified=False)
+        if set(labels[~visible].tolist()) <= set(labels[visible].tolist()):  # every hidden class seen
+            cases.append((f"n={len(labels)}, C={num_classes}, a random mask of gamma={gamma} "
+                          f"({int(visible.sum())} visible), sigma={sigma:.3f}",
+                          (embeddings, labels, visible, sigma, num_classes)))
+    return cases
+
+
+def _check_median_weight(student, generator) -> int:
+    """Measured, not compared: the Gaussian graph built with the student's sigma."""
+    drawn = _sigma_cases(generator)
+    for number, (description, (embeddings,)) in enumerate(drawn, start=1):
+        weight = [0.1, 0.25, 0.5, 0.9][_randint(0, 3, generator)]
+        where = f"input {number} of {len(drawn)}: {description}, weight={weight}"
+        sigma = _call(student, (embeddings.clone(), weight), where)
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            raise _Mismatch(f"expected a number (sigma), got {_describe(sigma)}\n  on {where}") from None
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise _Mismatch(f"sigma must be a positive number, got {sigma}\n  on {where}")
+        affinity = gaussian_affinity(embeddings, sigma)
+        upper = torch.triu_indices(len(affinity), len(affinity), offset=1)
+        median = affinity[upper[0], upper[1]].median().item()
+        if abs(median - weight) > 1e-6:
+            raise _Mismatch(f"with your sigma = {sigma:.6g} the median weight of the graph is {median:.6g}, "
+                            f"not {weight}\n  on {where}")
+    return len(drawn)
+
+
+def _check_solve_gradient(student, generator) -> int:
+    """Both gradients of ``X = A^-1 B`` against autograd: half the points each."""
+    drawn = 0
+    for number in range(1, 5):
+        m, c = _randint(2, 6, generator), _randint(1, 4, generator)
+        a = torch.eye(m, dtype=torch.float64) - 0.8 * torch.softmax(
+            torch.randn(m, m, generator=generator, dtype=torch.float64), dim=1)  # like I - T_UU
+        b = torch.randn(m, c, generator=generator, dtype=torch.float64)
+        upstream = torch.randn(m, c, generator=generator, dtype=torch.float64)
+        where = f"input {number} of 4: A = I - 0.8 P ({m} x {m}, P row-stochastic), B {m} x {c}"
+        a_leaf, b_leaf = a.clone().requires_grad_(), b.clone().requires_grad_()
+        expected_a, expected_b = torch.autograd.grad(torch.linalg.solve(a_leaf, b_leaf), (a_leaf, b_leaf),
+                                                     upstream)
+        yours = _call(student, (a.clone(), b.clone(), upstream.clone()), where)
+        if not isinstance(yours, tuple) or len(yours) != 2:
+            raise _Mismatch(f"expected a pair (grad_A, grad_B), got {_describe(yours)}\n  on {where}")
+        _compare(yours[1], expected_b, where + " (grad_B)")
+        try:
+            _compare(yours[0], expected_a, where + " (grad_A)")
+        except _Mismatch as mismatch:
+            raise _Mismatch(f"grad_B is right, grad_A is not: {mismatch}", credit=0.5) from None
+        drawn += 1
+    return drawn
+
+
+def _collapse_cases(generator):
+    cases = []
+    for _ in range(4):
+        num_classes = _randint(2, 5, generator)
+        labels = _labels_with_every_class(_randint(2 * num_classes, 12, generator), num_classes, generator,
+                                          at_least=2)
+        temperature = [0.05, 0.1, 0.5, 1.0][_randint(0, 3, generator)]
+        cases.append((f"labels {labels.tolist()}, temperature={temperature}", (labels, temperature)))
+    return cases
+
+
+def collapse_reference(labels, temperature):
+    """SupCon of one-hot embeddings (every class on its own unit vector, the classes orthogonal), in
+    float64 and averaged over every anchor. (pytorch-metric-learning's ``SupConLoss`` averages only
+    over the anchors whose loss is not 0 in float32, which at a small temperature drops some.)"""
+    unit = F.one_hot(labels).double()
+    logits = unit @ unit.T / temperature
+    itself = torch.eye(len(labels), dtype=torch.bool)
+    positives = (labels[:, None] == labels[None, :]) & ~itself
+    log_prob = logits - torch.logsumexp(logits.masked_fill(itself, float("-inf")), dim=1, keepdim=True)
+    return (-(log_prob * positives).sum(1) / positives.sum(1)).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# The exercises
+
+def _authors_mask_cases(generator):
+    """(n, gamma, seed) triples, among them sizes where gamma * n is a whole number."""
+    cases = [("n=10, gamma=0.7 (gamma * n is whole)", (10, 0.7, 3)), ("n=128, gamma=0.7", (128, 0.7, 5))]
+    for _ in range(3):
+        gamma = [0.3, 0.5, 0.6, 0.7, 0.9][_randint(0, 4, generator)]
+        n = _randint(12, 60, generator)  # large enough that one node stays hidden
+        cases.append((f"n={n}, gamma={gamma}", (n, gamma, _randint(0, 10_000, generator))))
+    return cases
+
+
+def authors_mask_reference(n, gamma, seed):
+    labels = torch.arange(n) % 2
+    return split_mask(labels, gamma, generator=torch.Generator().manual_seed(seed), stratified=False)
+
+
+def _check_gradient_share(student, generator) -> int:
+    """Weighted CE and aux terms with known gradients at one or two embedding tensors."""
+    cases = 0
+    for two_passes in (False, True, False, True):
+        n, d = _randint(3, 9, generator), _randint(2, 6, generator)
+        a, b = _embeddings(n, d, generator), _embeddings(n, d, generator)
+        lam = [0.1, 0.5, 0.9][_randint(0, 2, generator)]
+        start = _embeddings(n, d, generator)
+
+        def terms():
+            first = start.clone().requires_grad_()
+            second = start.clone().requires_grad_() if two_passes else first
+            return (1 - lam) * (first * a).sum(), first, lam * ((second * b) ** 2).sum() / 2, second
+
+        where = f"input {cases + 1} of 4: n={n}, d={d}, lam={lam}, {'two passes' if two_passes else 'one pass'}"
+        expected = gradient_share(*terms())
+        _compare(_call(student, terms(), where), expected, where, atol=1e-9)
+        cases += 1
+    return cases
+
+
+def _verdict_cases(generator):
+    cases = [("three equal differences of 0.02, 'higher'", ([0.02, 0.02, 0.02], "higher")),
+             ("one seed only", ([0.05], "higher"))]
+    for better in ("higher", "lower", "higher"):
+        n = _randint(2, 6, generator)
+        centre = [-0.05, 0.0, 0.05][_randint(0, 2, generator)]
+        values = (centre + 0.03 * torch.randn(n, generator=generator, dtype=torch.float64)).tolist()
+        cases.append((f"{n} differences around {centre}, {better!r}", (values, better)))
+    return cases
+
+
+def verdict_reference(differences, better):
+    _, low, high = paired_interval(differences)
+    return verdict(low, high, better)
+
+
+def _same_verdict(student, generator) -> int:
+    drawn = _verdict_cases(generator)
+    for number, (description, args) in enumerate(drawn, start=1):
+        where = f"input {number} of {len(drawn)}: {description}: {[round(v, 4) for v in args[0]]}"
+        expected, yours = verdict_reference(*args), _call(student, (list(args[0]), args[1]), where)
+        if yours != expected:
+            raise _Mismatch(f"yours {yours!r}, expected {expected!r}\n  on {where}")
+    return len(drawn)
+
+# ---------------------------------------------------------------------------------------------
+
+_GRAPH = ("gaussian_affinity", "transition_matrix", "squared_distances", "pairwise_distances")
+_LPA = ("propagate", "g_loss", "GLoss", "lpa_predict")
 
 EXERCISES: dict[str, Exercise] = {
     "00.1": Exercise(
         "mean pooling", "mean_pooling",
         "divide the masked sum of token vectors by the number of real tokens; "
         "attention_mask[..., None] broadcasts the mask over the d dimensions",
-        _same_outputs(_pooling_cases, mean_pool)),
+        _same_outputs(_pooling_cases, mean_pool),
+        forbidden=("mean_pool", "load_encoder")),
     "00.2": Exercise(
         "the cosine-similarity matrix", "cosine_similarity_matrix",
         "scale every row to length 1 first (torch.nn.functional.normalize(x, dim=1)); "
         "then one matrix product gives every cosine at once, 1 on the diagonal",
-        _same_outputs(_cosine_cases, _cosine_reference)),
+        _same_outputs(_cosine_cases, _cosine_reference),
+        forbidden=("_cosine_reference", *_GRAPH)),
+    "00.3": Exercise(
+        "label propagation when sigma is huge", "wide_kernel_limit",
+        "as sigma grows, every off-diagonal weight tends to 1: T becomes (J - I) / (n - 1). By symmetry all "
+        "hidden rows of F_U are equal; put that into F_U = T_UU F_U + T_UL Y_L and solve for the common row",
+        _same_outputs(_wide_kernel_cases, wide_kernel_reference, atol=1e-9),
+        forbidden=(*_GRAPH, *_LPA, "wide_kernel_reference"), points=3,
+        more_hint="the common row is the share of each class among the visible labels: "
+                  "one_hot(labels[labeled_mask], C).mean(0), repeated for every hidden node"),
     "01.1": Exercise(
         "squared distances of normalised embeddings", "pairwise_squared_distances",
         "normalise the rows, then ||u_i - u_j||^2 = |u_i|^2 + |u_j|^2 - 2 u_i.u_j = 2 - 2 cos; "
         "clamp tiny negative values to 0 and make the diagonal exactly 0",
-        _same_outputs(_embedding_cases, squared_distances)),
+        _same_outputs(_embedding_cases, squared_distances),
+        forbidden=_GRAPH),
     "01.2": Exercise(
         "the Gaussian kernel", "gaussian_kernel",
         "W_ij = exp(-||u_i - u_j||^2 / (2 sigma^2)) on the L2-normalised rows u, and W_ii = 0: "
         "a document is not its own neighbour",
-        _same_outputs(lambda g: _embedding_cases(g, with_sigma=True), gaussian_affinity)),
+        _same_outputs(lambda g: _embedding_cases(g, with_sigma=True), gaussian_affinity),
+        forbidden=("gaussian_affinity", "transition_matrix")),
+    "01.3": Exercise(
+        "the transition matrix when sigma is tiny", "narrow_kernel_limit",
+        "write T_ij = W_ij / sum_k W_ik as 1 / sum_k exp((d_ij^2 - d_ik^2) / (2 sigma^2)) and let sigma -> 0: "
+        "which k make the sum blow up, and which j keep it at 1?",
+        _same_outputs(_distinct_neighbour_cases, narrow_kernel_reference),
+        forbidden=("gaussian_affinity", "transition_matrix", "narrow_kernel_reference"), points=3,
+        more_hint="only the nearest neighbour j of i keeps T_ij -> 1, every other entry -> 0: a one-hot row "
+                  "at the argmin of the squared distances, the diagonal excluded"),
     "02.1": Exercise(
         "one iteration of label propagation", "lpa_iteration",
         "multiply T by F (every node takes the weighted average of its neighbours' distributions), "
         "then clamp: the visible rows go back to their one-hot labels, e.g. with torch.where",
-        _same_outputs(_iteration_cases, lpa_iteration_reference)),
+        _same_outputs(_iteration_cases, lpa_iteration_reference),
+        forbidden=("propagate", "lpa_iteration_reference")),
     "02.2": Exercise(
         "the closed form (harmonic solution)", "harmonic_solution",
         "take the blocks T_UU = T[hidden][:, hidden] and T_UL = T[hidden][:, visible], the one-hot "
         "Y_L of the visible labels, and solve (I - T_UU) F_U = T_UL Y_L with torch.linalg.solve",
-        _same_outputs(_harmonic_cases, harmonic_reference, atol=1e-8)),
+        _same_outputs(_harmonic_cases, harmonic_reference, atol=1e-8),
+        forbidden=("propagate", "harmonic_reference", "g_loss", "GLoss", "lpa_predict")),
+    "02.3": Exercise(
+        "the fixed point of soft clamping", "soft_clamp_fixed_point",
+        "at the fixed point F = alpha T F + (1 - alpha) Y; collect the F terms on one side and solve the "
+        "linear system (one torch.linalg.solve, no loop)",
+        _same_outputs(_soft_clamp_cases, soft_clamp_reference, atol=1e-8),
+        forbidden=("propagate", "soft_clamp_reference", "LabelSpreading"), points=3,
+        more_hint="(I - alpha T) F = (1 - alpha) Y, so F = (1 - alpha) (I - alpha T)^-1 Y"),
     "03.1": Exercise(
         "the stratified mask", "stratified_mask",
         "loop over the classes; in a class of m members keep min(max(round(gamma * m), 1), m - 1) "
         "visible, chosen with torch.randperm(m, generator=generator)",
-        _check_stratified_mask),
+        _check_stratified_mask,
+        forbidden=("split_mask",), parts=("the counts", "drawn at random from generator")),
     "03.2": Exercise(
         "G-Loss from its parts (the NLL target)", "g_loss_by_hand",
         "gaussian_affinity -> transition_matrix(W, 'gloss') -> propagate (closed form) gives F; "
         "the loss is the mean over hidden nodes of -log F[i, y_i]",
-        _check_g_loss),
+        _check_g_loss,
+        forbidden=("g_loss", "GLoss"), parts=("the value", "the gradient")),
+    "03.3": Exercise(
+        "G-Loss with the authors' target and a random mask", "authors_g_loss",
+        "the same F_U as in 03.2, scored the way the authors' code scores it: F_U is handed to "
+        "cross_entropy as if it were logits, so a softmax is applied to the probabilities",
+        lambda student, generator: _check_g_loss(student, generator, target="authors", cases=_random_mask_cases),
+        forbidden=("g_loss", "GLoss"), points=3, parts=("the value", "the gradient"),
+        more_hint="torch.nn.functional.cross_entropy(F[hidden], labels[hidden]); F from propagate on "
+                  "transition_matrix(gaussian_affinity(embeddings, sigma), 'gloss')"),
     "04.1": Exercise(
         "the SQRT estimate of sigma", "sqrt_rule",
         "Euclidean distances (not squared) between the L2-normalised rows, each pair i < j once; "
         "sigma = sqrt(median / 3)",
-        _same_outputs(_sigma_cases, sigma_sqrt, atol=1e-7)),
+        _same_outputs(_sigma_cases, sigma_sqrt, atol=1e-7),
+        forbidden=("sigma_sqrt", "sigma_dicm", "pairwise_distances")),
     "04.2": Exercise(
         "the DICM estimate of sigma", "dicm_rule",
         "the smallest Euclidean distance between two L2-normalised documents of different classes, "
         "divided by 3",
-        _same_outputs(lambda g: _sigma_cases(g, labelled=True), sigma_dicm, atol=1e-7)),
+        _same_outputs(lambda g: _sigma_cases(g, labelled=True), sigma_dicm, atol=1e-7),
+        forbidden=("sigma_sqrt", "sigma_dicm", "pairwise_distances")),
+    "04.3": Exercise(
+        "the sigma that gives the median pair a chosen weight", "sigma_for_median_weight",
+        "the weight exp(-d^2 / (2 sigma^2)) falls as d grows, so the median weight belongs to the median "
+        "distance d_med (over the pairs i < j of L2-normalised rows); solve exp(-d_med^2 / (2 sigma^2)) = weight",
+        _check_median_weight,
+        forbidden=("sigma_sqrt", "sigma_dicm"), points=3,
+        more_hint="sigma = d_med / sqrt(-2 log(weight))"),
     "05.1": Exercise(
         "a G-Loss + CE training step", "training_step",
         "one encoder pass; CE of head(embeddings) on all labels; g_loss on the same embeddings; "
         "mix_losses(ce, graph, lam); zero the gradients, backward, step; return the loss as a float",
-        _check_training_step),
+        _check_training_step,
+        forbidden=("training_step_reference", "train_model", "train_one_epoch", "fit")),
     "05.2": Exercise(
         "transductive prediction with LPA", "transductive_predict",
         "one graph over train + test documents (train labels visible, test hidden): gaussian_affinity, "
         "transition_matrix(..., 'gloss'), propagate, then argmax over the test rows; float64 helps",
-        _same_outputs(_transductive_cases, transductive_reference)),
+        _same_outputs(_transductive_cases, transductive_reference),
+        forbidden=("lpa_predict", "transductive_reference", "evaluate_lpa")),
+    "05.3": Exercise(
+        "the gradient of the closed-form solve, by hand", "solve_gradient",
+        "differentiate A X = B: dA X + A dX = dB. With G = dL/dX, dL = <G, dX> = <G, A^-1 (dB - dA X)>; "
+        "move A^-1 to the other side of the inner product",
+        _check_solve_gradient,
+        forbidden=("torch.autograd.grad", "torch.autograd.backward", "backward", "grad", "jacobian", "vjp"),
+        points=3, parts=("grad_B", "grad_A"),
+        more_hint="grad_B = A^-T G (torch.linalg.solve(A.T, G)) and grad_A = -grad_B X^T"),
     "06.1": Exercise(
         "the supervised contrastive loss", "supervised_contrastive_loss",
         "cosine similarities s / temperature; per anchor i and positive p: "
         "-(s_ip / t - logsumexp over all a != i of s_ia / t); average per anchor, then over the anchors",
         _same_outputs(lambda g: _metric_cases(g, "temperature", [0.1, 0.2, 0.5]),
-                      lambda e, y, t: SupConLoss(t)(e, y), atol=1e-5, rtol=1e-4)),
+                      lambda e, y, t: SupConLoss(t)(e, y), atol=1e-5, rtol=1e-4),
+        forbidden=("SupConLoss", "NTXentLoss")),
     "06.2": Exercise(
         "the batch-all triplet loss", "batch_all_triplet_loss",
         "Euclidean distances between L2-normalised rows; for every (anchor, positive, negative) "
         "max(0, d_ap - d_an + margin); average over the triplets whose loss is > 0",
         _same_outputs(lambda g: _metric_cases(g, "margin", [0.1, 0.3, 0.5]),
-                      lambda e, y, m: TripletLoss(m, "all")(e, y), atol=1e-5, rtol=1e-4)),
+                      lambda e, y, m: TripletLoss(m, "all")(e, y), atol=1e-5, rtol=1e-4),
+        forbidden=("TripletLoss", "TripletMarginLoss", "triplet_margin_loss", "TripletMarginWithDistanceLoss")),
+    "06.3": Exercise(
+        "supervised contrastive loss at perfect collapse", "supcon_at_collapse",
+        "every class sits on one unit vector and the classes are orthogonal: an anchor of a class of m "
+        "members sees m - 1 similarities of 1 and n - m of 0; write its loss from the formula, then average",
+        _same_outputs(_collapse_cases, collapse_reference, atol=1e-5, rtol=1e-4),
+        forbidden=("SupConLoss", "NTXentLoss", "collapse_reference"), points=3,
+        more_hint="an anchor of a class of size m pays -1/t + log((m - 1) e^(1/t) + (n - m)); average over anchors"),
+    "07.1": Exercise(
+        "the authors' random mask", "authors_mask",
+        "draw one random permutation of 0..n-1 from a generator seeded with seed; node i is visible when "
+        "its entry is below gamma * n (compare in floating point, as the authors' code does)",
+        _same_outputs(_authors_mask_cases, authors_mask_reference),
+        forbidden=("split_mask", "GLoss", "authors_mask_reference"),
+        more_hint="torch.randperm(n, generator=torch.Generator().manual_seed(seed)) < gamma * n"),
+    "07.2": Exercise(
+        "the gradient share of the aux term", "push_share",
+        "take the gradient of each (already weighted) term with respect to the embeddings it was computed "
+        "from, keeping the graph (retain_graph=True); the share is ||g_aux|| / (||g_ce|| + ||g_aux||)",
+        _check_gradient_share,
+        forbidden=("gradient_share",), points=2,
+        more_hint="torch.autograd.grad(term, tensor, retain_graph=True)[0].norm() for each term"),
+    "07.3": Exercise(
+        "a verdict from paired differences", "paired_verdict",
+        "mean d, sample standard deviation s (ddof=1), n seeds: the 95% interval is d +- t s / sqrt(n) with "
+        "t = scipy.stats.t.ppf(0.975, n - 1); 'supported' when it lies on the claimed side of 0 ('higher': "
+        "above, 'lower': below), 'not supported' when on the other side, else 'undecided at this sample size' "
+        "(always with one seed)",
+        _same_verdict,
+        forbidden=("paired_interval", "verdict", "verdict_reference", "summarise"), points=3,
+        more_hint="with equal differences s = 0 and the interval is the single value d"),
 }
 
 
-def check(exercise_id: str, function: Callable, *, seed: int | None = None) -> None:
+# ---------------------------------------------------------------------------------------------
+# Calls to the reference
+# ---------------------------------------------------------------------------------------------
+
+_PACKAGE_MODULES = ("graph", "lpa", "losses", "masking", "sigma", "encoders", "evaluate", "train", "reproduce",
+                    "exercises")
+
+
+def _forbidden_objects(names: tuple[str, ...]) -> dict[int, str]:
+    """``id(object) -> name`` for every forbidden name that resolves to an object."""
+    found = {}
+    for name in names:
+        if "." in name:
+            module, _, attribute = name.rpartition(".")
+            try:
+                found[id(getattr(importlib.import_module(module), attribute))] = name
+            except (ImportError, AttributeError):
+                pass
+            continue
+        for module in _PACKAGE_MODULES:
+            try:
+                value = getattr(importlib.import_module(f"gloss_lite.{module}"), name, None)
+            except ImportError:
+                continue
+            if value is not None:
+                found[id(value)] = name
+    return found
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _code_names(constant)
+    return names
+
+
+def reference_uses(function: Callable, forbidden: tuple[str, ...]) -> list[str]:
+    """The forbidden names ``function`` refers to: itself, its globals (under any alias), its closure
+    and the attributes it reads (``module.sigma_sqrt``). Empty when it uses none.
+
+    This reads what the compiled code names; a call assembled at run time (``getattr(m, "si" + "gma")``)
+    is not seen.
+    """
+    objects = _forbidden_objects(forbidden)
+    short = {name.rpartition(".")[2] for name in forbidden}
+    if id(function) in objects:
+        return [objects[id(function)]]
+    target = getattr(function, "func", function)  # functools.partial
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return []
+    used = set()
+    scope = getattr(target, "__globals__", {})
+    for name in _code_names(code):
+        value = scope.get(name, getattr(builtins, name, None)) if name in scope or hasattr(builtins, name) else None
+        if value is not None and id(value) in objects:
+            used.add(objects[id(value)])
+        elif name not in scope and name in short:
+            used.add(name)
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if id(value) in objects:
+            used.add(objects[id(value)])
+    return sorted(used)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking, with a time limit
+# ---------------------------------------------------------------------------------------------
+
+_failures: dict[str, int] = {}  # failed tries per exercise in this Python session, for the fuller hint
+
+
+def _run_with_time_limit(run: Callable[[], int], timeout: float | None) -> int:
+    """``run()``, stopped after ``timeout`` seconds: by an alarm on the main thread (it interrupts the
+    student's code), elsewhere by waiting for a worker thread (which is then left to finish alone)."""
+    if timeout is None:
+        return run()
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def alarm(signum, frame):
+            raise _TimeUp
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return run()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    outcome = {}
+
+    def worker():
+        try:
+            outcome["tried"] = run()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise _TimeUp
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["tried"]
+
+
+def check(exercise_id: str, function: Callable, *, seed: int | None = None,
+          timeout: float | None = DEFAULT_TIMEOUT) -> None:
     """Check a student's function against the reference of exercise ``exercise_id`` (e.g. ``"01.2"``).
 
     Prints one line when it passes. Raises ``ExerciseFailed`` with what differs, on which input,
-    a hint and the seed to repeat the inputs; lets ``NotImplementedError`` through unchanged.
+    a hint and the seed to repeat the inputs; when ``function`` uses the package's implementation
+    (``reason="reference"``); or when the whole check takes more than ``timeout`` seconds
+    (``reason="timeout"``; ``None``: no limit). Lets ``NotImplementedError`` through unchanged.
     """
     if exercise_id not in EXERCISES:
         raise KeyError(f"no exercise {exercise_id!r}; the exercises are {', '.join(EXERCISES)}")
     if not callable(function):
         raise TypeError(f"check({exercise_id!r}, ...) needs your function itself, got {_describe(function)}")
     exercise = EXERCISES[exercise_id]
+    used = reference_uses(function, exercise.forbidden)
+    if used:
+        raise ExerciseFailed(
+            f"Exercise {exercise_id} ({exercise.title}): not yet. Your function uses the reference "
+            f"implementation ({', '.join(used)}); the exercise is to write it yourself.\n"
+            f"Hint: {exercise.hint}.", reason="reference")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    repeat = (f"(Random inputs from seed {seed}: check({exercise_id!r}, {exercise.function}, seed={seed}) "
+              f"repeats them.)")
+    _current["where"] = "before the first input"
     try:
-        tried = exercise.checker(function, torch.Generator().manual_seed(seed))
+        tried = _run_with_time_limit(lambda: exercise.checker(function, torch.Generator().manual_seed(seed)),
+                                     timeout)
+    except _TimeUp:
+        raise ExerciseFailed(
+            f"Exercise {exercise_id} ({exercise.title}): not yet. The check did not finish within {timeout:g} s "
+            f"(stopped {_current['where'].replace('input', 'at input', 1)}): look for a loop that never ends "
+            f"or work that grows too fast.\n{repeat}", reason="timeout") from None
     except _Mismatch as mismatch:
+        _failures[exercise_id] = _failures.get(exercise_id, 0) + 1
+        more = (f"\nA fuller hint (after {_failures[exercise_id]} tries): {exercise.more_hint}."
+                if exercise.more_hint and _failures[exercise_id] >= 3 else "")
         raise ExerciseFailed(
             f"Exercise {exercise_id} ({exercise.title}): not yet. {mismatch}\n"
-            f"Hint: {exercise.hint}.\n"
-            f"(Random inputs from seed {seed}: check({exercise_id!r}, {exercise.function}, seed={seed}) "
-            f"repeats them.)"
+            f"Hint: {exercise.hint}.{more}\n{repeat}", credit=mismatch.credit
         ) from mismatch.__cause__
     print(f"Exercise {exercise_id} ({exercise.title}) passed on {tried} random inputs.")

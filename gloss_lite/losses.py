@@ -24,7 +24,18 @@ Two ways to score ``F_U`` (``target``):
   Since every entry lies in [0, 1], the softmax is nearly flat: even a perfect ``F_U`` gives
   ``log(1 + (C - 1) / e)``, not 0, and the gradient is weaker. Kept to reproduce their numbers.
 
-Both accept per-class weights (``class_weights``), as ``cross_entropy`` does.
+Both accept per-class weights (``class_weights``), as ``cross_entropy`` does: with weights
+``w``, the mean over hidden nodes becomes ``sum_u w_{y_u} l_u / sum_u w_{y_u}``.
+
+``divide_by_hidden=True`` divides the result once more by the number of hidden nodes ``|U|``, as
+the authors' Combined-with-CE code does (their ``predict_lpa`` returns ``loss / len(labels)``
+after ``cross_entropy`` has already averaged). At a batch of 128 and ``gamma = 0.7`` that shrinks
+the graph term, and its gradient, 38-fold; notebook ``07_reproducing_the_paper`` measures how much
+of the push on the embeddings is left.
+
+A hidden class with no visible node cannot be predicted (its column of ``F_U`` is 0). Under
+``"nll"`` that is an infinite loss, so ``g_loss`` refuses the mask; under ``"authors"`` the
+softmax keeps the loss finite and the mask is allowed, as in the authors' code.
 """
 
 from __future__ import annotations
@@ -74,6 +85,7 @@ def g_loss(
     class_weights: torch.Tensor | None = None,
     scheme: str = "gloss",
     target: str = "nll",
+    divide_by_hidden: bool = False,
 ) -> torch.Tensor:
     """G-Loss of one minibatch for a given mask (see the module docstring).
 
@@ -87,6 +99,7 @@ def g_loss(
             positive for at least one hidden class of the batch (else the weighted mean is 0/0).
         scheme: ``"gloss"`` (the paper's transition) or ``"row"`` (``D^-1 W``).
         target: ``"nll"`` or ``"authors"``.
+        divide_by_hidden: divide by ``|U|`` once more, as the authors' Combined-with-CE code does.
 
     Returns:
         A scalar tensor. Half-precision embeddings are promoted to float32 for the solve.
@@ -94,8 +107,9 @@ def g_loss(
     Raises:
         ValueError: bad sigma (or one for which the kernel is degenerate, see
             ``graph.check_kernel_width``), shapes, labels, class weights or options; no hidden
-            node; a hidden class that no visible node carries (propagation could never predict
-            it; draw the mask with ``split_mask(..., stratified=True)``).
+            node; a hidden class that no visible node carries under ``target="nll"``
+            (propagation could never predict it; draw the mask with
+            ``split_mask(..., stratified=True)``).
     """
     _check_options(scheme, target)
     check_embeddings(embeddings)
@@ -118,7 +132,7 @@ def g_loss(
             "weighted mean over the hidden nodes is 0/0; give those classes a positive weight"
         )
     missing = set(hidden_labels.unique().tolist()) - set(labels[labeled_mask].unique().tolist())
-    if missing:
+    if missing and target == "nll":
         raise ValueError(
             f"hidden classes {sorted(missing)} have no visible node, so propagation gives them "
             "probability 0; draw the mask with split_mask(labels, gamma, stratified=True)"
@@ -137,8 +151,10 @@ def g_loss(
     if target == "nll":
         tiny = torch.finfo(hidden_distributions.dtype).tiny
         log_probs = hidden_distributions.clamp_min(tiny).log()
-        return F.nll_loss(log_probs, hidden_labels, weight=weights)
-    return F.cross_entropy(hidden_distributions, hidden_labels, weight=weights)
+        loss = F.nll_loss(log_probs, hidden_labels, weight=weights)
+    else:
+        loss = F.cross_entropy(hidden_distributions, hidden_labels, weight=weights)
+    return loss / len(hidden) if divide_by_hidden else loss
 
 
 class GLoss(torch.nn.Module):
@@ -153,8 +169,9 @@ class GLoss(torch.nn.Module):
             later in-place change to it is seen by the next call. A tensor of any other shape
             is refused.
         gamma: fraction of labels kept visible in each minibatch, in (0, 1).
-        scheme, target, class_weights: as in ``g_loss``.
-        stratified: draw the mask per class (``gloss_lite.masking.split_mask``).
+        scheme, target, class_weights, divide_by_hidden: as in ``g_loss``.
+        stratified: draw the mask per class (``gloss_lite.masking.split_mask``); False draws the
+            authors' uniformly random mask.
         seed: seed of the module's own mask generator; the same seed gives the same sequence of
             masks. ``None`` uses torch's global generator.
 
@@ -171,6 +188,7 @@ class GLoss(torch.nn.Module):
         target: str = "nll",
         class_weights: torch.Tensor | None = None,
         stratified: bool = True,
+        divide_by_hidden: bool = False,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -186,6 +204,7 @@ class GLoss(torch.nn.Module):
         self.scheme = scheme
         self.target = target
         self.stratified = stratified
+        self.divide_by_hidden = divide_by_hidden
         self.register_buffer("class_weights", _check_class_weights(class_weights, num_classes))
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.last_mask: torch.Tensor | None = None
@@ -202,13 +221,15 @@ class GLoss(torch.nn.Module):
             class_weights=self.class_weights,
             scheme=self.scheme,
             target=self.target,
+            divide_by_hidden=self.divide_by_hidden,
         )
 
     def extra_repr(self) -> str:
         sigma = float(torch.as_tensor(self.sigma).detach())
         return (
             f"num_classes={self.num_classes}, sigma={sigma:g}, gamma={self.gamma:g}, "
-            f"scheme={self.scheme!r}, target={self.target!r}"
+            f"scheme={self.scheme!r}, target={self.target!r}, stratified={self.stratified}, "
+            f"divide_by_hidden={self.divide_by_hidden}"
         )
 
 
@@ -228,45 +249,70 @@ def mix_losses(ce_loss: torch.Tensor, graph_loss: torch.Tensor, lam: float) -> t
 class SupConLoss(torch.nn.Module):
     """Supervised contrastive loss (Khosla et al., 2020).
 
-    For each anchor ``i`` and each positive ``p`` (same label), with ``s_ij`` the cosine
-    similarity and ``tau`` the temperature:
-    ``-log( exp(s_ip / tau) / sum_{a != i} exp(s_ia / tau) )``, averaged over the pairs.
+    For each anchor ``i`` with positives ``P(i)`` (same label, ``p != i``), ``s_ij`` the cosine
+    similarity and ``tau`` the temperature,
+    ``l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / tau) / sum_{a != i} exp(s_ia / tau) )``.
+
+    - ``base_temperature=None`` (the course's form, pytorch-metric-learning's): the mean of
+      ``l_i`` over the anchors that have a positive.
+    - ``base_temperature=b`` (the authors' form, from the SupCon reference code they use):
+      ``(tau / b) * l_i``, averaged over **all** anchors, an anchor without a positive counting
+      as 0. The authors keep ``b = 0.07``, so a temperature of 0.1 scales the loss by 1.43.
     """
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, base_temperature: float | None = None) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if base_temperature is not None and not base_temperature > 0:
+            raise ValueError(f"base_temperature must be > 0 or None, got {base_temperature!r}")
         from pytorch_metric_learning.losses import SupConLoss as _SupCon
 
+        self.temperature = temperature
+        self.base_temperature = base_temperature
         self.loss = _SupCon(temperature=temperature)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.loss(embeddings.float(), labels)
+        if self.base_temperature is None:
+            return self.loss(embeddings.float(), labels)
+        unit = F.normalize(embeddings.float(), dim=1)
+        logits = unit @ unit.T / self.temperature
+        not_self = ~torch.eye(len(unit), dtype=torch.bool, device=unit.device)
+        log_prob = logits - torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), dim=1, keepdim=True)
+        positive = (labels[:, None] == labels[None, :]) & not_self
+        per_anchor = (log_prob * positive).sum(dim=1) / positive.sum(dim=1).clamp_min(1)
+        return -(self.temperature / self.base_temperature) * per_anchor.mean()
 
 
 class TripletLoss(torch.nn.Module):
-    """Triplet margin loss ``max(0, d(a, p) - d(a, n) + margin)`` on L2-normalised embeddings.
+    """Triplet margin loss ``max(0, d(a, p) - d(a, n) + margin)`` with Euclidean ``d``.
 
     ``mining="all"`` (batch-all) averages over every valid triplet of the batch whose loss is
-    positive; ``mining="hard"`` (batch-hard, Hermans et al., 2017) keeps, per anchor, the
-    farthest positive and the nearest negative.
+    positive; ``mining="hard"`` (batch-hard) keeps, per anchor, the farthest positive and the
+    nearest negative. Both are from Hermans, Beyer and Leibe (2017).
+
+    ``normalize=True`` (the course's form) measures ``d`` between L2-normalised embeddings, so a
+    margin of 0.1 is on the scale of distances in [0, 2]; ``normalize=False`` with ``margin=5``
+    is the authors' form, on the raw embeddings.
     """
 
     MININGS = ("all", "hard")
 
-    def __init__(self, margin: float = 0.1, mining: str = "all") -> None:
+    def __init__(self, margin: float = 0.1, mining: str = "all", normalize: bool = True) -> None:
         super().__init__()
         if mining not in self.MININGS:
             raise ValueError(f"mining must be one of {self.MININGS}, got {mining!r}")
         if not margin > 0:
             raise ValueError(f"margin must be > 0, got {margin!r}")
+        from pytorch_metric_learning.distances import LpDistance
         from pytorch_metric_learning.losses import TripletMarginLoss
         from pytorch_metric_learning.miners import BatchHardMiner
 
         self.mining = mining
-        self.loss = TripletMarginLoss(margin=margin)
-        self.miner = BatchHardMiner() if mining == "hard" else None
+        self.normalize = normalize
+        distance = LpDistance(normalize_embeddings=normalize)
+        self.loss = TripletMarginLoss(margin=margin, distance=distance)
+        self.miner = BatchHardMiner(distance=distance) if mining == "hard" else None
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
@@ -276,10 +322,11 @@ class TripletLoss(torch.nn.Module):
 
 
 class ContrastiveLoss(torch.nn.Module):
-    """Pairwise contrastive loss (Hadsell, Chopra and LeCun, 2006) on L2-normalised embeddings.
+    """Pairwise contrastive loss on L2-normalised embeddings, in pytorch-metric-learning's form.
 
     Positive pairs pay ``d``, negative pairs ``max(0, margin - d)``; each part is averaged over
-    its pairs with a non-zero loss and the two parts are added.
+    its pairs with a non-zero loss and the two parts are added. (Hadsell, Chopra and LeCun, 2006,
+    square both terms; this form does not.)
     """
 
     def __init__(self, margin: float = 1.0) -> None:
@@ -292,3 +339,17 @@ class ContrastiveLoss(torch.nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss(embeddings.float(), labels)
+
+
+class CosineMSELoss(torch.nn.Module):
+    """The authors' "contrastive" baseline: how far cosine similarity is from "same label".
+
+    ``mean_{i<j} (cos(e_i, e_j) - [y_i = y_j])^2`` over every pair of the batch: same-class pairs
+    are pulled towards cosine 1, other pairs towards cosine 0 (orthogonal, not opposite).
+    """
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        unit = F.normalize(embeddings.float(), dim=1)
+        i, j = torch.triu_indices(len(unit), len(unit), offset=1, device=unit.device)
+        cosine = (unit[i] * unit[j]).sum(dim=1)
+        return F.mse_loss(cosine, (labels[i] == labels[j]).to(cosine.dtype))

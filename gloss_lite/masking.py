@@ -4,8 +4,14 @@ Taught in ``notebooks/03_masking_and_the_loss.ipynb``.
 
 G-Loss keeps the labels of a fraction ``gamma`` of the minibatch visible and hides the rest;
 label propagation then predicts the hidden ones from the visible ones, and the loss scores those
-predictions. With ``n`` nodes, ``round(gamma * n)`` labels stay visible (at least 1, at most
-``n - 1``).
+predictions.
+
+Two ways to draw the mask:
+
+- ``stratified=False``: the authors' draw, a uniformly random set of visible nodes, node ``i``
+  visible when ``pi(i) < gamma * n`` for a random permutation ``pi`` of ``0 .. n-1``; that is
+  ``ceil(gamma * n)`` visible nodes (exactly ``gamma * n`` when it is a whole number).
+- ``stratified=True`` (the course's default): class by class, about ``gamma`` of each class.
 
 A purely random mask can leave a class with no visible node. Propagation can then never
 predict that class, and the hidden nodes of that class get probability 0 for their true label
@@ -15,6 +21,8 @@ class of two or more, at least one hidden.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -39,7 +47,8 @@ def split_mask(
 
     Raises:
         ValueError: gamma outside (0, 1), fewer than 2 labels, or a mask with no hidden node
-            (every class has a single member, so stratification keeps them all visible).
+            (every class has a single member, so stratification keeps them all visible; or, for
+            the random draw, ``ceil(gamma * n) = n``).
     """
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma < 1.0:
         raise ValueError(f"gamma is the fraction of visible labels and must lie in (0, 1), got {gamma!r}")
@@ -54,8 +63,12 @@ def split_mask(
     mask = torch.zeros(n, dtype=torch.bool)
 
     if not stratified:
-        num_visible = min(max(round(gamma * n), 1), n - 1)
-        mask[torch.randperm(n, generator=generator)[:num_visible]] = True
+        mask = torch.randperm(n, generator=generator) < gamma * n
+        if mask.all():
+            raise ValueError(
+                f"no hidden node after masking: ceil(gamma * n) = {n} of {n} labels stay visible; "
+                f"use a batch of at least {math.ceil(1 / (1 - gamma) - 1e-9)} documents or a smaller gamma"
+            )
         return mask.to(labels.device)
 
     for cls in torch.unique(cpu_labels):  # sorted, so the draw order is fixed

@@ -3,8 +3,12 @@
 A results file (``results/reproduction.csv`` for the GPU reproduction) holds one row per run
 and epoch, with the columns
 
-    dataset, loss, seed, epoch, val_accuracy                    (required)
-    val_macro_f1, test_accuracy, test_macro_f1, seconds, gpu, torch    (optional)
+    dataset, loss, seed, epoch, val_accuracy                                (required)
+    recipe, val_macro_f1, test_accuracy, test_macro_f1, seconds, device, torch   (optional)
+
+``recipe`` is ``"course"`` or ``"authors"`` (``gloss_lite.reproduce``; a file without it holds
+course runs); ``device`` names the GPU or CPU (older files call it ``gpu``). Other columns, such
+as those ``gloss_lite.reproduce`` adds, are kept.
 
 ``test_*`` are filled on a run's last epoch (earlier rows may leave them empty); ``seconds`` is
 the epoch's training time.
@@ -27,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_COLUMNS = ["dataset", "loss", "seed", "epoch", "val_accuracy"]
-OPTIONAL_COLUMNS = ["val_macro_f1", "test_accuracy", "test_macro_f1", "seconds", "gpu", "torch"]
+OPTIONAL_COLUMNS = ["recipe", "val_macro_f1", "test_accuracy", "test_macro_f1", "seconds", "device", "torch"]
 RESULT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+RUN_KEY = ["dataset", "recipe", "loss", "seed"]
 _NUMERIC = ["seed", "epoch", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "seconds"]
-_TEXT = ["dataset", "loss", "gpu", "torch"]
+_TEXT = ["dataset", "recipe", "loss", "device", "torch"]
 TOLERANCE = 1e-9  # "reaches" allows for float noise in a mean of accuracies
 
 
@@ -40,7 +45,8 @@ def first_epoch_reaching(curve: Sequence[float], target: float) -> int | None:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """A results CSV as a clean DataFrame with ``RESULT_COLUMNS``, one row per (dataset, loss, seed, epoch).
+    """A results CSV as a clean DataFrame with ``RESULT_COLUMNS`` first, one row per
+    (dataset, recipe, loss, seed, epoch).
 
     Column names match case-insensitively and without surrounding spaces; missing optional
     columns are added empty. Rows whose required values are missing or not numeric are dropped,
@@ -70,9 +76,11 @@ def read_results(path: str | Path) -> pd.DataFrame:
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {missing}; a results file has the columns {RESULT_COLUMNS}")
+    if "device" not in frame.columns and "gpu" in frame.columns:
+        frame = frame.rename(columns={"gpu": "device"})
     for column in OPTIONAL_COLUMNS:
         if column not in frame.columns:
-            frame[column] = np.nan
+            frame[column] = "course" if column == "recipe" else np.nan
     frame[_NUMERIC] = frame[_NUMERIC].apply(pd.to_numeric, errors="coerce")
     for column in _TEXT:
         frame[column] = frame[column].astype("string").str.strip()
@@ -83,8 +91,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
     frame = frame[~bad]
     _check_values(frame, path)
     frame = frame.astype({"seed": int, "epoch": int})
-    frame = frame.drop_duplicates(["dataset", "loss", "seed", "epoch"], keep="last")
-    return frame[RESULT_COLUMNS].sort_values(["dataset", "loss", "seed", "epoch"]).reset_index(drop=True)
+    frame["recipe"] = frame["recipe"].fillna("course")
+    frame = frame.drop_duplicates(RUN_KEY + ["epoch"], keep="last")
+    columns = RESULT_COLUMNS + [c for c in frame.columns if c not in RESULT_COLUMNS]
+    return frame[columns].sort_values(RUN_KEY + ["epoch"]).reset_index(drop=True)
 
 
 SCORES = ["val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1"]
@@ -110,28 +120,31 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
 
 
 def summarise_results(frame: pd.DataFrame, reference: str = "ce") -> pd.DataFrame:
-    """One row per (dataset, loss): seeds, epochs, final test scores (mean and std over seeds),
-    the best mean validation accuracy, and the first epoch at which the loss's mean validation
-    curve reaches the ``reference`` loss's best (NaN when it never does, or there is no reference).
+    """One row per (dataset, recipe, loss): seeds, epochs, final test scores (mean and std over
+    seeds), the best mean validation accuracy, and the first epoch at which the loss's mean
+    validation curve reaches the best of the ``reference`` loss *of the same recipe* (NaN when it
+    never does, or there is no reference).
     """
-    runs = frame.sort_values("epoch").groupby(["dataset", "loss", "seed"]).agg(
+    groups = ["dataset", "recipe", "loss"]
+    runs = frame.sort_values("epoch").groupby(groups + ["seed"]).agg(
         epochs=("epoch", "max"), test_accuracy=("test_accuracy", "last"), test_macro_f1=("test_macro_f1", "last"),
-        seconds=("seconds", lambda s: s.sum(min_count=1)), gpu=("gpu", "last"))
-    mean_curves = frame.groupby(["dataset", "loss", "epoch"])["val_accuracy"].mean()
+        seconds=("seconds", lambda s: s.sum(min_count=1)), device=("device", "last"))
+    mean_curves = frame.groupby(groups + ["epoch"])["val_accuracy"].mean()
+    methods = set(mean_curves.index.droplevel("epoch"))
     rows = []
-    for (name, loss), group in runs.groupby(level=["dataset", "loss"]):
-        curve = mean_curves.loc[(name, loss)].sort_index()
-        has_reference = (name, reference) in mean_curves.index.droplevel("epoch")
-        target = mean_curves.loc[(name, reference)].max() if has_reference else np.nan
+    for (name, recipe, loss), group in runs.groupby(level=groups):
+        curve = mean_curves.loc[(name, recipe, loss)].sort_index()
+        has_reference = (name, recipe, reference) in methods
+        target = mean_curves.loc[(name, recipe, reference)].max() if has_reference else np.nan
         position = first_epoch_reaching(curve.tolist(), target) if has_reference else None
         reached = None if position is None else int(curve.index[position - 1])  # epochs need not start at 1
         rows.append({
-            "dataset": name, "loss": loss, "seeds": len(group), "epochs": int(group["epochs"].max()),
+            "dataset": name, "recipe": recipe, "loss": loss, "seeds": len(group), "epochs": int(group["epochs"].max()),
             "test accuracy": group["test_accuracy"].mean(), "test accuracy std": group["test_accuracy"].std(),
             "test macro-F1": group["test_macro_f1"].mean(), "test macro-F1 std": group["test_macro_f1"].std(),
             "best mean val accuracy": curve.max(),
             f"first epoch >= {reference}'s best val": np.nan if reached is None else reached,
             "seconds per run": group["seconds"].mean(),
-            "gpu": ", ".join(sorted(group["gpu"].dropna().unique())) or "-",
+            "device": ", ".join(sorted(group["device"].dropna().unique())) or "-",
         })
-    return pd.DataFrame(rows).set_index(["dataset", "loss"])
+    return pd.DataFrame(rows).set_index(groups)

@@ -9,10 +9,17 @@ prior. The paper tunes sigma with Optuna (G-Loss-O) or estimates it from the emb
 
 - G-Loss-SQRT: ``sigma = sqrt(median_{i<j} ||e_i - e_j|| / 3)`` (``torch.median``: for an even
   number of pairs, the lower of the two middle values);
-- DICM: ``sigma = min_{y_i != y_j} ||e_i - e_j|| / 3``, the smallest distance between two
-  documents of different classes (the next larger one if the smallest is 0).
+- DICM (direct inter-class minimum): ``sigma = min_{y_i != y_j} ||e_i - e_j|| / 3``, the smallest
+  distance between two documents of different classes (the next larger one if the smallest is 0).
 
 Both are computed on L2-normalised embeddings, as the graph is.
+
+The authors' code differs in two details, available as options:
+
+- their SQRT takes the median of the whole ``N x N`` matrix, its zero diagonal included
+  (``include_diagonal=True``); the ``N`` zeros pull the median down a little;
+- their DICM falls back to ``median_{i<j} ||e_i - e_j|| / 3`` (no square root) when no two
+  documents of different classes lie at a non-zero distance (``fallback=True``).
 """
 
 from __future__ import annotations
@@ -30,11 +37,19 @@ def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
     return torch.cdist(unit, unit, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def sigma_sqrt(embeddings: torch.Tensor) -> float:
-    """G-Loss-SQRT: ``sqrt(median pairwise distance / 3)`` over the pairs ``i < j``."""
-    distances = pairwise_distances(embeddings)
+def _upper_median(distances: torch.Tensor) -> torch.Tensor:
     upper = torch.triu_indices(len(distances), len(distances), offset=1)
-    median = distances[upper[0], upper[1]].median()
+    return distances[upper[0], upper[1]].median()
+
+
+def sigma_sqrt(embeddings: torch.Tensor, *, include_diagonal: bool = False) -> float:
+    """G-Loss-SQRT: ``sqrt(median pairwise distance / 3)`` over the pairs ``i < j``.
+
+    ``include_diagonal=True`` takes the median over all ``N^2`` entries, zeros included, as the
+    authors' ``compute_sigma`` does.
+    """
+    distances = pairwise_distances(embeddings)
+    median = distances.flatten().median() if include_diagonal else _upper_median(distances)
     if median <= 0:
         raise ValueError("all embeddings point the same way (median distance 0); sigma is undefined")
     return float(torch.sqrt(median / 3.0))
@@ -56,12 +71,15 @@ def _class_ids(labels) -> torch.Tensor:
     return tensor.cpu().long()
 
 
-def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
+def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool = False) -> float:
     """DICM: the smallest distance between two documents of different classes, divided by 3.
 
     If the smallest such distance is 0 (a duplicate document under two labels), the next
-    larger non-zero distance is used. ``labels`` are integer class ids (a tensor or a sequence
-    of ints); class names are refused: encode them first (``gloss_lite.data`` does).
+    larger non-zero distance is used. If there is none (one class only, or every pair of
+    different classes coincides), ``fallback=True`` returns the authors' fallback, the median
+    pairwise distance divided by 3; otherwise it is an error. ``labels`` are integer class ids
+    (a tensor or a sequence of ints); class names are refused: encode them first
+    (``gloss_lite.data`` does).
     """
     distances = pairwise_distances(embeddings)
     labels = _class_ids(labels)
@@ -69,6 +87,8 @@ def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
         raise ValueError(f"shapes disagree: {len(distances)} embeddings and labels of shape {tuple(labels.shape)}")
     between = distances[labels[:, None] != labels[None, :]]
     between = between[between > 0]
+    if len(between) == 0 and fallback:
+        return float(_upper_median(distances) / 3.0)
     if len(between) == 0:
         raise ValueError("sigma_dicm needs two documents of different classes at a non-zero distance")
     return float(between.min() / 3.0)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gloss_lite.losses import ContrastiveLoss, SupConLoss, TripletLoss
+from gloss_lite.losses import ContrastiveLoss, CosineMSELoss, SupConLoss, TripletLoss
 
 
 def batch():
@@ -68,7 +68,46 @@ def test_contrastive_by_hand():
     assert float(ContrastiveLoss(0.8)(e, y)) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("loss", [SupConLoss(), TripletLoss(), TripletLoss(mining="hard"), ContrastiveLoss()])
+def test_authors_supcon_by_hand_scaled_and_averaged_over_all_anchors():
+    e, y, u = batch()
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3])  # the last anchor has no positive: it counts as 0
+    tau = 0.1
+    sim = (u @ u.T).tolist()
+    per_anchor = []
+    for i in range(len(y)):
+        others = [a for a in range(len(y)) if a != i]
+        log_norm = math.log(sum(math.exp(sim[i][a] / tau) for a in others))
+        positives = [p for p in others if y[p] == y[i]]
+        mean_log_prob = sum(sim[i][p] / tau - log_norm for p in positives) / max(len(positives), 1)
+        per_anchor.append(-(tau / 0.07) * mean_log_prob)
+    expected = sum(per_anchor) / len(per_anchor)
+    assert float(SupConLoss(tau, base_temperature=0.07)(e, y)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_authors_triplet_on_raw_embeddings_by_hand():
+    e, y, _ = batch()
+    d = torch.cdist(e, e).tolist()  # raw, not normalised
+    losses = [
+        max(0.0, d[a][p] - d[a][n] + 5.0)
+        for a, p, n in itertools.permutations(range(len(y)), 3)
+        if y[a] == y[p] and y[a] != y[n]
+    ]
+    got = TripletLoss(5.0, "all", normalize=False)(e, y)
+    assert float(got) == pytest.approx(mean_of_positive(losses), rel=1e-5)
+    assert float(got) != pytest.approx(float(TripletLoss(5.0, "all")(e, y)), rel=1e-3)
+
+
+def test_cosine_mse_by_hand():
+    e, y, u = batch()
+    sim = (u @ u.T).tolist()
+    pairs = list(itertools.combinations(range(len(y)), 2))
+    expected = sum((sim[i][j] - float(y[i] == y[j])) ** 2 for i, j in pairs) / len(pairs)
+    assert float(CosineMSELoss()(e, y)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", [SupConLoss(), TripletLoss(), TripletLoss(mining="hard"), ContrastiveLoss(),
+                                  SupConLoss(0.1, base_temperature=0.07), TripletLoss(5.0, normalize=False),
+                                  CosineMSELoss()])
 def test_baselines_have_gradients_and_accept_bfloat16(loss):
     e, y, _ = batch()
     e = e.float().requires_grad_()
@@ -82,5 +121,7 @@ def test_bad_arguments_are_refused():
         TripletLoss(mining="semi")
     with pytest.raises(ValueError, match="temperature must be > 0"):
         SupConLoss(0.0)
+    with pytest.raises(ValueError, match="base_temperature must be > 0"):
+        SupConLoss(0.1, base_temperature=0.0)
     with pytest.raises(ValueError, match="margin must be > 0"):
         ContrastiveLoss(-1.0)

@@ -10,7 +10,9 @@ import nbclient
 import nbformat
 import papermill
 import pytest
+import tomllib
 
+import gloss_lite
 from gloss_lite import classroom
 from gloss_lite.course import INLINE_BACKEND, NOTEBOOK_DIR, course_metadata, notebook_paths
 from gloss_lite.exercises import EXERCISES
@@ -44,13 +46,15 @@ def test_strip_solutions_leaves_an_indented_stub_with_the_exercise_hint():
 
 def gaussian_kernel(embeddings, sigma):
     """Docstring stays."""
-    # YOUR CODE HERE
+    ### YOUR CODE BELOW
     raise NotImplementedError({message!r})
+    ### YOUR CODE ABOVE
 
 def helper(x):
     if x:
-        # YOUR CODE HERE
+        ### YOUR CODE BELOW
         raise NotImplementedError('write this part of the exercise, then run the check below')
+        ### YOUR CODE ABOVE
     return 0'''
     compile(stripped, "<student>", "exec")
     assert classroom.strip_solutions("x = 1\n") == "x = 1\n"
@@ -66,42 +70,110 @@ def test_broken_markers_are_reported_with_their_place(source, message):
         classroom.strip_solutions(source, where="cell 3")
 
 
-def test_student_copies_are_stable_and_replace_stale_ones(tmp_path):
-    stale = tmp_path / "99_gone.ipynb"
-    stale.write_text("{}")
-    keep = tmp_path / "notes.txt"
+@pytest.mark.parametrize("line", ["## BEGIN SOLUTION", "### begin solution", "#BEGIN SOLUTION", "### END  SOLUTION",
+                                  "# End Solution"])
+def test_a_near_miss_marker_is_an_error_not_a_shipped_solution(line):
+    source = f"def f():\n    {line}\n    return 42\n    ### END SOLUTION" if "BEGIN" in line.upper() \
+        else f"def f():\n    ### BEGIN SOLUTION\n    return 42\n    {line}"
+    with pytest.raises(ValueError, match=rf"01_x.ipynb, cell 7, line \d: '{re.escape(line)}' is not a solution marker"):
+        classroom.strip_solutions(source, where="01_x.ipynb, cell 7")
+    notebook = {"cells": [{"cell_type": "code", "id": "a", "metadata": {}, "outputs": [], "execution_count": None,
+                           "source": classroom.source_lines(source)}], "metadata": {}}
+    with pytest.raises(ValueError, match=r"01_x.ipynb, cell 0, line"):
+        classroom.student_notebook(notebook, name="01_x.ipynb")
+
+
+def course_copy(tmp_path, count=2):
+    folder = tmp_path / "course"
+    folder.mkdir()
+    for path in NOTEBOOKS[:count]:
+        shutil.copy(path, folder / path.name)
+    return sorted(folder.glob("*.ipynb"))
+
+
+def test_student_copies_are_stable_and_touch_only_their_own_files(tmp_path):
+    output = tmp_path / "student"
+    output.mkdir()
+    extra = output / "07_my_extra_lesson.ipynb"  # the teacher's own lesson, named like a course notebook
+    extra.write_text("{}")
+    keep = output / "notes.txt"
     keep.write_text("the teacher's own file")
-    written = classroom.make_student_copies(tmp_path)
+    written = classroom.make_student_copies(output)
     first = {path.name: path.read_bytes() for path in written}
     assert sorted(first) == [path.name for path in NOTEBOOKS]
-    assert not stale.exists() and keep.exists()
-    classroom.make_student_copies(tmp_path)
-    assert {path.name: path.read_bytes() for path in sorted(tmp_path.glob("*.ipynb"))} == first
-    with pytest.raises(ValueError, match="a folder of their own"):
+    assert extra.read_text() == "{}" and keep.exists()
+    assert classroom.make_student_copies(output) == written
+    assert {path.name: path.read_bytes() for path in written} == first, "a rerun writes the same bytes"
+    # an earlier copy whose notebook is gone is removed; the teacher's files stay
+    written, removed = classroom.write_student_copies(output, NOTEBOOKS[1:])
+    assert removed == [output / NOTEBOOKS[0].name] and not removed[0].exists()
+    assert extra.read_text() == "{}" and keep.exists()
+
+
+def test_student_copies_never_overwrite_a_file_they_did_not_write(tmp_path):
+    output = tmp_path / "student"
+    output.mkdir()
+    theirs = output / NOTEBOOKS[0].name
+    theirs.write_text("a student's work")
+    with pytest.raises(FileExistsError, match=rf"would overwrite files that this command did not write .*"
+                                              rf"{re.escape(str(theirs))}; move them away"):
+        classroom.make_student_copies(output)
+    assert theirs.read_text() == "a student's work"
+    assert sorted(p.name for p in output.iterdir()) == [theirs.name], "nothing written when one copy is blocked"
+    theirs.unlink()
+    written = classroom.make_student_copies(output)
+    written[1].write_text("edited by hand after it was written")
+    with pytest.raises(FileExistsError, match=re.escape(str(written[1]))):
+        classroom.make_student_copies(output)
+
+
+def test_student_copies_refuse_the_folder_of_the_notebooks_they_read(tmp_path):
+    with pytest.raises(ValueError, match="holds the instructor notebooks being read"):
         classroom.make_student_copies(NOTEBOOK_DIR)
+    notebooks = course_copy(tmp_path)
+    before = {path: path.read_bytes() for path in notebooks}
+    with pytest.raises(ValueError, match="holds the instructor notebooks being read"):
+        classroom.make_student_copies(tmp_path / "course" / "." , notebooks)
+    (tmp_path / "link").symlink_to(tmp_path / "course")
+    with pytest.raises(ValueError, match="holds the instructor notebooks being read"):
+        classroom.make_student_copies(tmp_path / "link", notebooks)
+    assert {path: path.read_bytes() for path in notebooks} == before
+
+
+def test_the_command_line_says_what_it_would_overwrite(tmp_path, capsys):
+    (tmp_path / NOTEBOOKS[0].name).write_text("mine")
+    assert classroom.main(["student", "--output", str(tmp_path)]) == 2
+    assert "would overwrite files that this command did not write" in capsys.readouterr().err
+    assert (tmp_path / NOTEBOOKS[0].name).read_text() == "mine"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_a_student_copy_differs_only_in_solutions_and_badge(path):
+def test_a_student_copy_differs_only_in_solutions_badge_and_model_answers(path):
     instructor = classroom.read_notebook(path)
     before = json.dumps(instructor)
     student = classroom.student_notebook(instructor, name=path.name)
     assert json.dumps(instructor) == before, "the instructor's notebook must not change"
-    assert [c.get("id") for c in student["cells"]] == [c.get("id") for c in instructor["cells"]]
+    answers = [c for c in instructor["cells"] if classroom.is_model_answer(c)]
+    assert len(answers) == 1 and classroom.cell_source(answers[0]).startswith("### Model answers")
+    kept = [c for c in instructor["cells"] if not classroom.is_model_answer(c)]
+    assert [c.get("id") for c in student["cells"]] == [c.get("id") for c in kept]
+    assert not any("Model answers" in classroom.cell_source(c) for c in student["cells"])
     assert student["metadata"] == instructor["metadata"]
     changed = 0
-    for mine, theirs in zip(instructor["cells"], student["cells"]):
+    for mine, theirs in zip(kept, student["cells"]):
         source, copy = classroom.cell_source(mine), classroom.cell_source(theirs)
         if classroom.has_solutions(source):
             changed += 1
             assert "### BEGIN SOLUTION" not in copy and "raise NotImplementedError(" in copy
+            assert classroom.exercise_role(theirs)[1] == "solution"
+            assert theirs["metadata"]["gloss_lite"]["frame"] == classroom.frame_digest(copy)
             compile(copy, path.name, "exec")
         elif classroom.BADGE_PATTERN.search(source):
             assert not classroom.BADGE_PATTERN.search(copy) and copy.splitlines()[0] == source.splitlines()[0]
             assert copy == source.replace(classroom.BADGE_PATTERN.search(source).group(0) + "\n\n", "")
         else:
             assert copy == source
-    assert changed >= 2
+    assert changed >= 3
 
 
 def execute_allowing_errors(notebook: dict, parameters: dict, folder) -> nbformat.NotebookNode:
@@ -147,9 +219,17 @@ def test_the_repository_course_is_in_step_with_its_readme():
         notebook = classroom.read_notebook(path)
         setup = classroom.cell_source(notebook["cells"][0])
         assert notebook["cells"][0]["cell_type"] == "code" and 'if "google.colab" in sys.modules:' in setup
-        assert f'"{url}"' in setup and "%pip install" in setup
-        assert "torch" not in setup.split("%pip install", 1)[1].splitlines()[0], "Colab's torch must stay"
+        install = [line.strip() for line in setup.splitlines() if "%pip install" in line]
+        assert install == [f'%pip install --quiet "gloss-lite @ git+{url}@v{gloss_lite.__version__}"'], install
+        assert "clone" not in setup and "chdir" not in setup and "notebooks" not in setup, \
+            "the set-up cell must not bring the instructor notebooks along"
         assert classroom.colab_url(url, f"notebooks/{path.name}") in classroom.cell_source(notebook["cells"][1])
+
+
+def test_the_release_tag_is_the_package_version():
+    assert classroom.release_tag() == f"v{gloss_lite.__version__}"
+    version = tomllib.loads((classroom.ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert version == gloss_lite.__version__
 
 
 def test_the_setup_cell_does_nothing_outside_colab():
@@ -157,7 +237,7 @@ def test_the_setup_cell_does_nothing_outside_colab():
     code = setup.replace("    %pip install", "    pass  # %pip install")  # plain Python, as IPython would see it
     namespace = {}
     exec(compile(code, "<setup>", "exec"), namespace)
-    assert "COURSE" not in namespace
+    assert set(namespace) <= {"__builtins__", "sys"}
 
 
 def copy_course(tmp_path, url):
@@ -183,7 +263,7 @@ def test_a_new_repository_url_is_reported_then_written_everywhere(tmp_path):
     assert "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/00_overview.ipynb" in \
         readme.read_text(encoding="utf-8")
     notebook = classroom.read_notebook(notebooks[0])
-    assert '"https://github.com/someone/fork"' in classroom.cell_source(notebook["cells"][0])
+    assert 'git+https://github.com/someone/fork@v' in classroom.cell_source(notebook["cells"][0])
     assert sum(classroom.cell_source(c).startswith(classroom.SETUP_MARKER) for c in notebook["cells"]) == 1
     assert classroom.sync_colab(readme, notebooks) == [], "a second run changes nothing"
 

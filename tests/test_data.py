@@ -32,9 +32,6 @@ def isolated(tmp_path, monkeypatch):
     project = tmp_path / "project_data"
     project.mkdir()
     monkeypatch.setattr(data, "PROJECT_DATA_DIR", project)
-    # Tiny stand-ins for the benchmarks: the check of the published sizes has its own tests.
-    for info in data.BENCHMARKS.values():
-        monkeypatch.setitem(info, "rows", None)
     return project
 
 
@@ -63,7 +60,7 @@ def toy(root, name="toy", text="a"):
 
 def test_int_labels_take_benchmark_class_names(tmp_path):
     write_dataset(tmp_path, "mr", ["good,1", "bad,0", "fine,1"], ["ok,1"], ["meh,0", "yes,1"])
-    ds = data.load_dataset("mr", data_dir=tmp_path)
+    ds = data.load_dataset("mr", data_dir=tmp_path, verify=False)  # not the published content
     assert ds.class_names == ("negative", "positive")
     assert ds.num_classes == 2
     assert ds.train.texts == ["good", "bad", "fine"]
@@ -112,7 +109,7 @@ def test_extra_index_column_is_ignored(tmp_path, header):
     write_dataset(
         tmp_path, "r8", ['0,"wheat, corn",3', "1,oil,1"], ["0,shares,0"], ["0,ship it,6"], header=header
     )
-    ds = data.load_dataset("r8", data_dir=tmp_path)
+    ds = data.load_dataset("r8", data_dir=tmp_path, verify=False)
     assert ds.train.texts == ["wheat, corn", "oil"]
     assert ds.train.labels.tolist() == [3, 1]
     assert ds.class_names[2] == "earn" and ds.num_classes == 8
@@ -138,7 +135,7 @@ def test_dataset_unpacks_into_three_splits(tmp_path):
 
 def test_name_is_case_insensitive(tmp_path):
     toy(tmp_path, "mr")
-    assert data.load_dataset("MR", data_dir=tmp_path).name == "mr"
+    assert data.load_dataset("MR", data_dir=tmp_path, verify=False).name == "mr"
 
 
 def test_default_dataset_is_read_from_project_data(isolated):
@@ -312,16 +309,6 @@ def test_a_benchmark_missing_a_split_is_not_downloaded(tmp_path, monkeypatch):
         data.load_dataset("mr", data_dir=tmp_path)
 
 
-def test_a_cut_copy_of_a_benchmark_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.BENCHMARKS["mr"], "rows", {"train": 3, "val": 1, "test": 2})
-    folder = write_dataset(tmp_path, "mr", ["a,0", "b,1", "c,1"], ["d,0"], ["e,1", "f,0"])
-    assert [len(split) for split in data.load_dataset("mr", data_dir=tmp_path)] == [3, 1, 2]
-    write_dataset(tmp_path, "mr", ["a,0", "b,1"], ["d,0"], ["e,1", "f,0"])
-    with pytest.raises(ValueError, match=r"2 rows, but the published mr train split has 3.*GLOSS_LITE_DATA") as info:
-        data.load_dataset("mr", data_dir=tmp_path)
-    assert str(folder / "train.csv") in str(info.value)
-
-
 def test_published_sizes_are_recorded_for_the_benchmarks():
     if not SHARED_README.exists():
         pytest.skip(f"{SHARED_README} not found")
@@ -400,7 +387,7 @@ def test_download_fetches_verifies_and_parses(tmp_path, upstream):
 def test_benchmark_in_its_upstream_folder_is_found(tmp_path, upstream):
     # a copy of the authors' data/ folder (MR/, R8/, R52/) works as a data_dir
     server, registry = upstream
-    ds = data.load_dataset("mr", data_dir=tmp_path / "upstream")
+    ds = data.load_dataset("mr", data_dir=tmp_path / "upstream", verify=False)
     assert ds.source.samefile(tmp_path / "upstream" / "MR")
     assert ds.class_names == ("negative", "positive")
     assert ds.train.labels.tolist() == [1, 0, 1]
@@ -504,35 +491,83 @@ def test_load_dataset_downloads_a_missing_benchmark(tmp_path, isolated, upstream
 def test_registry_matches_published_checksums():
     if not SHARED_README.exists():
         pytest.skip(f"{SHARED_README} not found")
+    readme = SHARED_README.read_text()
     sums = dict(
-        (path, digest)
-        for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", SHARED_README.read_text(), re.M)
+        (path, digest) for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, re.M)
     )
+    sums.update(re.findall(r"^\| `(\S+)` \| `([0-9a-f]{64})` \|$", readme, re.M))  # ohsumed, 20ng table
     ours = {
         f"{info['folder']}/{split}.csv": digest.removeprefix("sha256:")
         for info in data.BENCHMARKS.values()
         for split, digest in info["sha256"].items()
+        if digest is not None
     }
-    assert len(sums) == 9
+    assert len(sums) == 12
     assert ours == sums
+    unknown = [f"{info['folder']}/{split}.csv" for info in data.BENCHMARKS.values()
+               for split, digest in info["sha256"].items() if digest is None]
+    assert unknown == ["ohsumed/test.csv", "20ng/train.csv", "20ng/test.csv"]
+
+
+def test_class_names_match_the_published_maps():
+    if not SHARED_README.exists():
+        pytest.skip(f"{SHARED_README} not found")
+    readme = " ".join(SHARED_README.read_text().split())  # one line: the maps wrap
+    ohsumed = readme[readme.index("(id = code number - 1):"):readme.index(". Texts are title")]
+    codes = re.findall(r"(C\d\d) (.+?)(?=, C\d\d |$)", ohsumed.split(":", 1)[1].strip())
+    assert len(codes) == 23
+    assert data.BENCHMARKS["ohsumed"]["class_names"] == tuple(f"{code} {words}" for code, words in codes)
+    assert [name[:3] for name in data.BENCHMARKS["ohsumed"]["class_names"]] == [f"C{i:02d}" for i in range(1, 24)]
+    groups = readme[readme.index("newsgroup names in alphabetical order:"):readme.index("Texts are whole posts")]
+    ids_and_names = re.findall(r"(\d+) ([a-z.-]+)[,.]", groups)
+    assert [int(i) for i, _ in ids_and_names] == list(range(20))
+    assert data.BENCHMARKS["20ng"]["class_names"] == tuple(name for _, name in ids_and_names)
+    r8 = readme[readme.index("0 acq"):readme.index("7 trade") + len("7 trade")]
+    assert data.BENCHMARKS["r8"]["class_names"] == tuple(re.findall(r"\d ([a-z-]+)", r8))
+
+
+def test_registry_matches_published_fingerprints_and_sizes():
+    if not SHARED_README.exists():
+        pytest.skip(f"{SHARED_README} not found")
+    published = re.findall(r"^([0-9a-f]{64})  (\w+) (train|val|test) \((\d+)", SHARED_README.read_text(), re.M)
+    assert len(published) == 6
+    for digest, name, split, rows in published:
+        assert data.BENCHMARKS[name]["fingerprint"][split] == digest
+        assert data.BENCHMARKS[name]["rows"][split] == int(rows)
+    for info in data.BENCHMARKS.values():
+        assert set(info["fingerprint"]) == set(info["rows"]) == set(data.SPLITS)
 
 
 @pytest.mark.benchmark_data
-@pytest.mark.skipif(not BENCHMARK_DATA, reason="GLOSS_LITE_DATA is not set (point it at the MR/R8/R52 CSVs)")
+@pytest.mark.skipif(not BENCHMARK_DATA, reason="GLOSS_LITE_DATA is not set (point it at the benchmark CSVs)")
 @pytest.mark.parametrize(
     "name, sizes, num_classes",
-    [("mr", (6397, 711, 3554), 2), ("r8", (4936, 549, 2189), 8), ("r52", (5865, 667, 2568), 52)],
+    [("mr", (6397, 711, 3554), 2), ("r8", (4936, 549, 2189), 8), ("r52", (5865, 667, 2568), 52),
+     ("ohsumed", (3021, 336, 4043), 23), ("20ng", (10182, 1132, 7532), 20)],
 )
 def test_benchmark_sizes(monkeypatch, name, sizes, num_classes):
     monkeypatch.setenv("GLOSS_LITE_DATA", BENCHMARK_DATA)
-    ds = data.load_dataset(name)
+    ds = data.load_dataset(name)  # checks every split's fingerprint
     assert tuple(len(split) for split in ds) == sizes
+    assert tuple(data.BENCHMARKS[name]["rows"][split] for split in data.SPLITS) == sizes
     assert ds.num_classes == num_classes
     for split in ds:
         assert split.labels.shape == (len(split),)
         assert 0 <= int(split.labels.min()) and int(split.labels.max()) < num_classes
+    assert len(torch.unique(ds.train.labels)) == num_classes
     if name == "r8":
         assert ds.class_names[2] == "earn"
+    if name == "ohsumed":  # README: C04 neoplasms is id 3; 8 to 526 train documents a class
+        assert ds.class_names[3] == "C04 neoplasms"
+        counts = torch.bincount(ds.train.labels)
+        assert (int(counts.min()), int(counts.max())) == (8, 526)
+    if name == "20ng":
+        assert ds.class_names[0] == "alt.atheism" and ds.class_names[19] == "talk.religion.misc"
+        assert ds.class_names[11] == "sci.crypt"
+        assert max(len(text) for text in ds.train.texts) > 30_000  # README: a few posts are over 30,000
+    for split in data.SPLITS:
+        texts, labels = data.read_split(pathlib.Path(BENCHMARK_DATA) / name / f"{split}.csv")
+        assert data.content_fingerprint(texts, labels) == data.BENCHMARKS[name]["fingerprint"][split]
 
 
 # ---------------------------------------------------------------------------
@@ -598,3 +633,135 @@ def test_bad_sample_sizes_seeds_and_names_are_refused(tmp_path):
     for name in (None, "", 3):
         with pytest.raises(ValueError, match="dataset name must be a non-empty string"):
             data.load_dataset(name, data_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Content fingerprints: Ohsumed- and 20NG-like files, pinned by bytes or by content
+
+
+def csv_cell(text):
+    return '"' + text.replace('"', '""') + '"'
+
+
+# (label as written, text): multi-line texts with commas and quotes, as in Ohsumed and 20NG
+OHSUMED_LIKE = {
+    "train": [("3", "Tumour growth, in mice.\n We report a \"new\" model."), ("9", "Nerve repair.\n A study."),
+              ("3", "Breast cancer screening.")],
+    "val": [("9", "Migraine, a review.\n")],
+    "test": [("13", "Hypertension in adults.\n Results follow."), ("3", "Lymphoma."),
+             ("22", "Fever of unknown origin.")],
+}
+
+
+def reference_fingerprint(rows):
+    """The published definition, written out: sorted "label<TAB>text" lines, joined by newlines."""
+    return hashlib.sha256("\n".join(sorted(f"{label}\t{text}" for label, text in rows)).encode()).hexdigest()
+
+
+def write_upstream_layout(root, name, splits):
+    """Write splits in the upstream layout: an unnamed index column first, then text, label."""
+    return write_dataset(
+        root, name, header=",text,label",
+        **{split: [f"{i},{csv_cell(text)},{label}" for i, (label, text) in enumerate(rows)]
+           for split, rows in splits.items()},
+    )
+
+
+@pytest.fixture
+def ohsumed_upstream(tmp_path):
+    """A fake upstream serving ohsumed/ in the upstream layout; train and val pinned by bytes, test not."""
+    folder = write_upstream_layout(tmp_path / "upstream", "ohsumed", OHSUMED_LIKE)
+    server = Server(tmp_path / "upstream")
+    registry = {"train": sha256(folder / "train.csv"), "val": sha256(folder / "val.csv"), "test": None}
+    fingerprints = {split: reference_fingerprint(rows) for split, rows in OHSUMED_LIKE.items()}
+    rows = {split: len(split_rows) for split, split_rows in OHSUMED_LIKE.items()}
+    yield server, folder, dict(registry=registry, fingerprints=fingerprints, rows=rows)
+    server.close()
+
+
+def test_content_fingerprint_ignores_layout_and_sees_every_row(tmp_path):
+    rows = OHSUMED_LIKE["test"]
+    plain = write_dataset(tmp_path / "a", "x", [f"{csv_cell(t)},{label}" for label, t in rows], [], [])
+    indexed = write_upstream_layout(tmp_path / "b", "x", {"train": rows[::-1], "val": [], "test": []})
+    expected = reference_fingerprint(rows)
+    assert data.content_fingerprint(*data.read_split(plain / "train.csv")) == expected
+    assert data.content_fingerprint(*data.read_split(indexed / "train.csv")) == expected
+    texts, labels = data.read_split(plain / "train.csv")
+    assert data.content_fingerprint(texts, ["3", *labels[1:]]) != expected  # one label changed
+    assert data.content_fingerprint(texts[:2], labels[:2]) != expected  # one row missing
+    assert data.content_fingerprint(texts, labels) == hashlib.sha256(
+        b"13\tHypertension in adults.\n Results follow.\n22\tFever of unknown origin.\n3\tLymphoma."
+    ).hexdigest()
+
+
+def test_byte_pinned_download_of_an_ohsumed_layout(tmp_path, ohsumed_upstream):
+    server, folder, pins = ohsumed_upstream
+    registry = {split: sha256(folder / f"{split}.csv") for split in data.SPLITS}  # every file pinned
+    cached = data.download_benchmark("ohsumed", cache_dir=tmp_path / "cache", base_url=server.url,
+                                     registry=registry, fingerprints={}, rows=pins["rows"])
+    assert cached == tmp_path / "cache" / "ohsumed"
+    assert sorted(server.requests) == ["/ohsumed/test.csv", "/ohsumed/train.csv", "/ohsumed/val.csv"]
+    texts, labels = data.read_split(cached / "train.csv")
+    assert list(zip(labels, texts)) == OHSUMED_LIKE["train"]
+    with pytest.raises(ValueError, match=r"checksum of .*ohsumed/test.csv did not match"):
+        data.download_benchmark("ohsumed", cache_dir=tmp_path / "other", base_url=server.url,
+                                registry={**registry, "test": "sha256:" + "0" * 64})
+
+
+def test_fingerprint_checked_download_passes_and_loads_with_readable_names(
+    tmp_path, isolated, ohsumed_upstream, monkeypatch
+):
+    server, _, pins = ohsumed_upstream
+    for key, value in (("sha256", pins["registry"]), ("fingerprint", pins["fingerprints"]), ("rows", pins["rows"])):
+        monkeypatch.setitem(data.BENCHMARKS["ohsumed"], key, value)
+    monkeypatch.setenv("GLOSS_LITE_DATA_URL", server.url)
+    monkeypatch.setenv("GLOSS_LITE_CACHE", str(tmp_path / "cache"))
+
+    ds = data.load_dataset("ohsumed")
+    assert ds.source == tmp_path / "cache" / "ohsumed"
+    assert ds.num_classes == 23
+    assert ds.class_names[3] == "C04 neoplasms" and ds.class_names[22].startswith("C23 pathological")
+    assert ds.test.labels.tolist() == [13, 3, 22]
+    assert ds.test.texts[0] == "Hypertension in adults.\n Results follow."
+    assert data.load_dataset("ohsumed").test.texts == ds.test.texts  # from the cache
+    assert sorted(server.requests) == ["/ohsumed/test.csv", "/ohsumed/train.csv", "/ohsumed/val.csv"]
+    cached_test = tmp_path / "cache" / "ohsumed" / "test.csv"
+    write_upstream_layout(tmp_path / "cache", "ohsumed", {**OHSUMED_LIKE, "test": OHSUMED_LIKE["train"]})
+    with pytest.raises(ValueError, match=r"ohsumed/test.csv: the downloaded file differs from the published split"):
+        data.load_dataset("ohsumed")  # pooch does not check an unpinned cached file; the fingerprint does
+    assert not cached_test.exists()
+
+
+def test_download_with_other_content_names_file_and_row_counts(tmp_path, ohsumed_upstream):
+    server, folder, pins = ohsumed_upstream
+    # the server's test.csv lacks a row of the published split
+    write_upstream_layout(folder.parent, "ohsumed", {**OHSUMED_LIKE, "test": OHSUMED_LIKE["test"][:2]})
+    kwargs = dict(cache_dir=tmp_path / "cache", base_url=server.url, **pins)
+    with pytest.raises(ValueError, match=r"ohsumed/test.csv: the downloaded file differs from the published") as info:
+        data.download_benchmark("ohsumed", **kwargs)
+    message = str(info.value)
+    assert "expected 3 rows, found 2" in message
+    assert "GLOSS_LITE_DATA=<folder>" in message and "<folder>/ohsumed/train.csv" in message
+    assert pins["fingerprints"]["test"] in message
+    assert not (tmp_path / "cache" / "ohsumed" / "test.csv").exists()  # removed, so fetched again
+    write_upstream_layout(folder.parent, "ohsumed", OHSUMED_LIKE)  # the server is fixed
+    data.download_benchmark("ohsumed", **kwargs)
+    assert server.requests.count("/ohsumed/test.csv") == 2
+
+
+def test_local_copy_with_a_row_missing_is_refused(tmp_path, ohsumed_upstream, monkeypatch):
+    _, _, pins = ohsumed_upstream
+    monkeypatch.setitem(data.BENCHMARKS["ohsumed"], "fingerprint", pins["fingerprints"])
+    monkeypatch.setitem(data.BENCHMARKS["ohsumed"], "rows", pins["rows"])
+    local = tmp_path / "local"
+    write_upstream_layout(local, "ohsumed", OHSUMED_LIKE)
+    assert data.load_dataset("ohsumed", data_dir=local).train.texts[1] == "Nerve repair.\n A study."
+
+    folder = write_upstream_layout(local, "ohsumed", {**OHSUMED_LIKE, "train": OHSUMED_LIKE["train"][1:]})
+    with pytest.raises(ValueError, match="this copy differs from the published split") as info:
+        data.load_dataset("ohsumed", data_dir=local)
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'train.csv'}:")
+    assert "expected 3 rows, found 2" in message
+    assert "GLOSS_LITE_DATA=<folder>" in message and "verify=False" in message
+    assert len(data.load_dataset("ohsumed", data_dir=local, verify=False).train) == 2

@@ -141,3 +141,45 @@ def test_loaded_encoder_is_in_eval_mode_so_forward_is_deterministic():
     fresh = load_encoder(device="cpu")
     assert not fresh.training and not fresh.model.training
     torch.testing.assert_close(fresh(TEXTS[:2]), fresh(TEXTS[:2]))
+
+
+def test_tokenize_equals_tokenizing_the_full_texts():
+    from transformers import AutoTokenizer
+
+    from gloss_lite.encoders import tokenize
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+    words = "Re: the Voyager probe's camera, data rates (1.2 kbit/s) & an über-long reply.\n"
+    texts = [
+        *TEXTS,
+        words * 400,  # ~30,000 characters: cut long before the end
+        "x" * 5000 + " tail",  # no whitespace in the character budget: tokenised whole
+        "w" * 200 + " " + "v" * 200 + " a b c d e f g h",  # cut after a [UNK] word: tokenised again in full
+        "a " * 100 + "b" * 90 + " end",  # a cut inside the budget, short enough to keep every token
+    ]
+    for max_length in (8, 32, 128):
+        expected = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        ours = tokenize(tokenizer, texts, max_length, chars_per_token=2)  # tiny budget: every path taken
+        assert set(ours) == set(expected)
+        for key in expected:
+            assert torch.equal(ours[key], expected[key]), (max_length, key)
+        default = tokenize(tokenizer, texts, max_length)
+        assert torch.equal(default["input_ids"], expected["input_ids"])
+    assert expected["attention_mask"][len(TEXTS)].sum() == 128  # the long post was truncated
+
+    calls = []
+
+    def recording(batch, **kwargs):
+        calls.append(list(batch))
+        return tokenizer(batch, **kwargs)
+
+    recording.truncation_side = "right"
+    tokenize(recording, texts, 8)  # budget 32 * 8 = 256 characters
+    first, again = calls
+    post, cut = texts[len(TEXTS)], first[len(TEXTS)]
+    assert 240 <= len(cut) <= 256 and post.startswith(cut) and post[len(cut)] == " "  # cut at a space
+    assert first[len(TEXTS) + 1] == texts[len(TEXTS) + 1]  # no whitespace to cut at: kept whole
+    assert first[len(TEXTS) + 2] == "w" * 200 and again[len(TEXTS) + 2] == texts[len(TEXTS) + 2]
+    assert again[len(TEXTS)] == first[len(TEXTS)]  # only the short row is tokenised in full
+    short = tokenize(tokenizer, TEXTS[:2], 128)
+    assert torch.equal(short["input_ids"], tokenizer(TEXTS[:2], padding=True, return_tensors="pt")["input_ids"])

@@ -37,6 +37,7 @@ def test_torch_is_a_floor_in_the_package_and_pinned_at_install():
 def test_environment_yml_matches_pyproject_and_the_torch_pin():
     wanted = normalised(
         [r for r in project()["dependencies"] if Requirement(r).name != "torch"]
+        + project()["optional-dependencies"]["course"]
         + project()["optional-dependencies"]["test"]
         + [makefile_torch_pin()]
     )
@@ -47,6 +48,32 @@ def test_environment_yml_matches_pyproject_and_the_torch_pin():
     assert normalised(listed) == wanted
     assert "-e ." in pip_sections[0], "environment.yml must install the course package itself"
     assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
+
+
+NOTEBOOK_TOOLS = {"jupyterlab", "papermill", "ipykernel", "ipywidgets", "notebook", "jupyter-client", "tornado"}
+
+
+def test_the_package_leaves_colabs_kernel_packages_alone():
+    core = {Requirement(r).name.lower(): Requirement(r) for r in project()["dependencies"]}
+    assert not NOTEBOOK_TOOLS & set(core), "notebook tools belong in the `course` extra, not the package's needs"
+    assert {"papermill", "jupyterlab", "ipykernel"} <= {Requirement(r).name for r in
+                                                      project()["optional-dependencies"]["course"]}
+    assert all(spec.operator != "==" for spec in core["transformers"].specifier), "transformers as a range"
+
+
+def test_the_makefile_installs_the_course_extra_with_torch_in_one_pip_command():
+    installs = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line
+                and "--upgrade pip" not in line]
+    assert len(installs) == 1 and '".[course,test]"' in installs[0] and '"$(TORCH)"' in installs[0], installs
+
+
+def test_the_course_dataset_ships_inside_the_package():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"]["gloss_lite.course_data"] == "data"
+    patterns = setuptools["package-data"]["gloss_lite.course_data"]
+    shipped = {path.relative_to(ROOT / "data") for pattern in patterns for path in (ROOT / "data").glob(pattern)}
+    assert {f"{name}/{split}.csv" for name in ("reviews_topic", "reviews_sentiment")
+            for split in ("train", "val", "test")} <= {str(path) for path in shipped}
 
 
 def test_pre_commit_hooks_use_the_pinned_tools():

@@ -1,25 +1,51 @@
 """gloss_lite.exercises: correct functions pass, plausible mistakes fail with a helpful message.
 
-The correct functions are the package's own (or written independently here); each mistake is one
-a student could make. The notebooks' solutions are checked by the notebooks' own smoke runs.
+The correct functions are written here independently of the package's implementations (which a
+solution may not call); each mistake is one a student could make. The notebooks' solutions are
+checked by the notebooks' own smoke runs.
 """
 
 import json
+import math
 import re
+import threading
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import gloss_lite.sigma
+from gloss_lite import exercises
 from gloss_lite.course import notebook_paths
-from gloss_lite.encoders import mean_pool
-from gloss_lite.evaluate import lpa_predict
-from gloss_lite.exercises import EXERCISES, ExerciseFailed, check
-from gloss_lite.graph import gaussian_affinity, squared_distances
-from gloss_lite.losses import SupConLoss, TripletLoss, g_loss, mix_losses
+from gloss_lite.exercises import EXERCISES, ExerciseFailed, check, reference_uses
+from gloss_lite.graph import gaussian_affinity, transition_matrix
+from gloss_lite.losses import g_loss, mix_losses
 from gloss_lite.lpa import propagate
-from gloss_lite.masking import split_mask
-from gloss_lite.sigma import sigma_dicm, sigma_sqrt
+from gloss_lite.sigma import sigma_sqrt
+
+
+def unit_rows(e):
+    return e / e.norm(dim=1, keepdim=True)
+
+
+def squared(e):
+    u = unit_rows(e)
+    return ((u[:, None, :] - u[None, :, :]) ** 2).sum(-1)  # by broadcasting, not the 2 - 2 cos identity
+
+
+def distances_upper(e):
+    i, j = torch.triu_indices(len(e), len(e), offset=1)
+    return squared(e)[i, j].sqrt(), i, j
+
+
+def mean_pooling(h, m):
+    return torch.stack([h[b, : int(m[b].sum())].mean(0) for b in range(len(h))])  # a loop over the texts
+
+
+def kernel(e, s):
+    w = torch.exp(-squared(e) / (2 * s**2))
+    return w * (1 - torch.eye(len(e), dtype=e.dtype))
 
 
 def lpa_iteration(T, F_, Y, mask):
@@ -29,7 +55,40 @@ def lpa_iteration(T, F_, Y, mask):
 
 
 def harmonic(T, labels, mask, C):
-    return propagate(T, labels, mask, C, method="iterative", teleport=0.0, tol=1e-14, max_iter=100_000)[~mask]
+    u, v = (~mask).nonzero().flatten(), mask.nonzero().flatten()
+    A = torch.eye(len(u), dtype=T.dtype) - T[u][:, u]
+    return torch.linalg.inv(A) @ T[u][:, v] @ F.one_hot(labels[v], C).to(T.dtype)
+
+
+def stratified(labels, gamma, generator):
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for cls in labels.unique():
+        members = (labels == cls).nonzero().flatten()
+        keep = min(max(round(gamma * len(members)), 1), len(members) - 1)
+        mask[members[torch.randperm(len(members), generator=generator)[:keep]]] = True
+    return mask
+
+
+def propagated(e, y, m, s, C):
+    return propagate(transition_matrix(gaussian_affinity(e, s), "gloss"), y, m, C)
+
+
+def g_loss_parts(e, y, m, s, C):
+    return -propagated(e, y, m, s, C)[~m, y[~m]].log().mean()
+
+
+def authors_parts(e, y, m, s, C):
+    return F.cross_entropy(propagated(e, y, m, s, C)[~m], y[~m])
+
+
+def sqrt_rule(e):
+    d, _, _ = distances_upper(e)
+    return float((d.median() / 3).sqrt())
+
+
+def dicm_rule(e, y):
+    d, i, j = distances_upper(e)
+    return float(d[y[i] != y[j]].min() / 3)
 
 
 def training_step(encoder, head, optimizer, x, y, mask, sigma, lam, C):
@@ -41,21 +100,80 @@ def training_step(encoder, head, optimizer, x, y, mask, sigma, lam, C):
     return loss.item()
 
 
+def transductive(tr, y, te, C, s):
+    e = torch.cat([tr, te])
+    labels = torch.cat([y, torch.zeros(len(te), dtype=y.dtype)])
+    mask = torch.arange(len(e)) < len(tr)
+    return propagate(transition_matrix(gaussian_affinity(e, s), "gloss"), labels, mask, C)[~mask].argmax(1)
+
+
+def supcon(e, y, t, *, keep_self=False):
+    u = unit_rows(e)
+    logits = u @ u.T / t
+    eye = torch.eye(len(y), dtype=torch.bool)
+    positives = (y[:, None] == y[None, :]) & ~eye
+    denominator = torch.logsumexp(logits if keep_self else logits.masked_fill(eye, float("-inf")), dim=1)
+    return ((-(logits - denominator[:, None]) * positives).sum(1) / positives.sum(1)).mean()
+
+
+def triplet(e, y, margin, *, over_all=False):
+    d = squared(e).clamp_min(0).sqrt()
+    same = y[:, None] == y[None, :]
+    valid = (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
+    costs = (d[:, :, None] - d[:, None, :] + margin).clamp_min(0)[valid]
+    return costs.mean() if over_all else costs[costs > 0].mean()
+
+
+def wide_kernel(labels, mask, C):  # the answer: the visible labels' class shares, for every hidden node
+    return F.one_hot(labels[mask], C).double().mean(0).expand(int((~mask).sum()), C)
+
+
+def narrow_kernel(e):
+    d = squared(e).fill_diagonal_(float("inf"))
+    return F.one_hot(d.argmin(1), len(e)).to(e.dtype)
+
+
+def soft_clamp(T, Y, alpha):
+    return (1 - alpha) * torch.linalg.inv(torch.eye(len(T), dtype=T.dtype) - alpha * T) @ Y
+
+
+def median_weight_sigma(e, w):
+    d, _, _ = distances_upper(e)
+    return float(d.median() / math.sqrt(-2 * math.log(w)))
+
+
+def solve_gradient(A, B, G):
+    grad_B = torch.linalg.inv(A).T @ G
+    return -grad_B @ torch.linalg.solve(A, B).T, grad_B
+
+
+def collapse(y, t):
+    m = torch.bincount(y)[y].double()
+    return (-1 / t + torch.log((m - 1) * math.exp(1 / t) + (len(y) - m))).mean()
+
+
 CORRECT = {
-    "00.1": mean_pool,
+    "00.1": mean_pooling,
     "00.2": lambda e: F.cosine_similarity(e[:, None, :], e[None, :, :], dim=-1),
-    "01.1": squared_distances,
-    "01.2": gaussian_affinity,
+    "00.3": wide_kernel,
+    "01.1": lambda e: squared(e).fill_diagonal_(0),
+    "01.2": kernel,
+    "01.3": narrow_kernel,
     "02.1": lpa_iteration,
     "02.2": harmonic,
-    "03.1": lambda y, gamma, gen: split_mask(y, gamma, generator=gen),
-    "03.2": lambda e, y, m, s, C: g_loss(e, y, m, sigma=s, num_classes=C),
-    "04.1": sigma_sqrt,
-    "04.2": sigma_dicm,
+    "02.3": soft_clamp,
+    "03.1": stratified,
+    "03.2": g_loss_parts,
+    "03.3": authors_parts,
+    "04.1": sqrt_rule,
+    "04.2": dicm_rule,
+    "04.3": median_weight_sigma,
     "05.1": training_step,
-    "05.2": lambda tr, y, te, C, s: lpa_predict(tr, y, te, C, sigma=s),
-    "06.1": lambda e, y, t: SupConLoss(t)(e, y),
-    "06.2": lambda e, y, m: TripletLoss(m, "all")(e, y),
+    "05.2": transductive,
+    "05.3": solve_gradient,
+    "06.1": supcon,
+    "06.2": triplet,
+    "06.3": collapse,
 }
 
 
@@ -75,39 +193,38 @@ def step_without_zero_grad(encoder, head, optimizer, x, y, mask, sigma, lam, C):
     return loss.item()
 
 
-def supcon_with_self(e, y, t):  # the anchor's own similarity left in the denominator
-    u = F.normalize(e, dim=1)
-    logits = u @ u.T / t
-    positives = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    return (-(log_prob * positives).sum(1) / positives.sum(1)).mean()
-
-
-def triplet_mean_over_all(e, y, margin):  # averages the zero-cost triplets too
-    u = F.normalize(e, dim=1)
-    d = torch.cdist(u, u)
-    same = y[:, None] == y[None, :]
-    valid = (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
-    return (d[:, :, None] - d[:, None, :] + margin).clamp_min(0)[valid].mean()
-
-
 MISTAKES = {
     "00.1": (lambda h, m: h.mean(dim=1), "largest difference"),  # padding counted
     "00.2": (lambda e: e @ e.T, "largest difference"),  # not normalised
-    "01.1": (lambda e: squared_distances(e, normalize=False), "largest difference"),
-    "01.2": (lambda e, s: torch.exp(-squared_distances(e) / (2 * s**2)), r"index \[(\d+), \1\]"),  # W_ii = 1
+    "00.3": (lambda y, m, C: torch.full((int((~m).sum()), C), 1.0 / C, dtype=torch.float64),
+             "largest difference"),  # uniform, not the visible shares
+    "01.1": (lambda e: torch.cdist(e, e) ** 2, "largest difference"),  # not normalised
+    "01.2": (lambda e, s: torch.exp(-squared(e) / (2 * s**2)), r"index \[(\d+), \1\]"),  # W_ii = 1
+    "01.3": (lambda e: F.one_hot(squared(e).argmin(1), len(e)).double(), "index"),  # itself the nearest
     "02.1": (lambda T, F_, Y, m: T @ F_, "largest difference"),  # not clamped
-    "02.2": (lambda T, y, m, C: propagate(T, y, m, C)[:, :], "expected shape"),  # every row, not F_U
+    "02.2": (lambda T, y, m, C: harmonic(T, y, m, C).repeat(2, 1), "expected shape"),
+    "02.3": (lambda T, Y, a: torch.linalg.solve(torch.eye(len(T), dtype=T.dtype) - a * T, Y),
+             "largest difference"),  # the (1 - alpha) forgotten
     "03.1": (first_k_mask, "all gave the same mask"),
-    "03.2": (lambda e, y, m, s, C: g_loss(e, y, m, sigma=s, num_classes=C).detach(), "carries no gradient"),
-    "04.1": (lambda e: sigma_sqrt(e) ** 2, "yours"),
-    "04.2": (lambda e, y: float(torch.cdist(F.normalize(e, dim=1), F.normalize(e, dim=1)).triu(1)
-                                [torch.ones(len(e), len(e)).triu(1).bool()].min() / 3), "yours"),  # any pair
+    "03.2": (lambda e, y, m, s, C: g_loss_parts(e, y, m, s, C).detach(), "carries no gradient"),
+    "03.3": (g_loss_parts, "yours"),  # the NLL target instead of the authors'
+    "04.1": (lambda e: sqrt_rule(e) ** 2, "yours"),
+    "04.2": (lambda e, y: float(distances_upper(e)[0].min() / 3), "yours"),  # any pair
+    "04.3": (lambda e, w: float(distances_upper(e)[0].median() / math.sqrt(-math.log(w))),
+             "the median weight of the graph is"),  # the 2 forgotten
     "05.1": (step_without_zero_grad, "step 2"),
-    "05.2": (lambda tr, y, te, C, s: F.one_hot(lpa_predict(tr, y, te, C, sigma=s), C), "expected shape"),
-    "06.1": (supcon_with_self, "largest difference"),
-    "06.2": (triplet_mean_over_all, "largest difference"),
+    "05.2": (lambda tr, y, te, C, s: F.one_hot(transductive(tr, y, te, C, s), C), "expected shape"),
+    "05.3": (lambda A, B, G: (torch.linalg.inv(A) @ G @ torch.linalg.solve(A, B).T, torch.linalg.inv(A) @ G),
+             r"grad_B"),  # A^-1 where A^-T belongs
+    "06.1": (lambda e, y, t: supcon(e, y, t, keep_self=True), "largest difference"),
+    "06.2": (lambda e, y, m: triplet(e, y, m, over_all=True), "largest difference"),
+    "06.3": (lambda y, t: torch.log((torch.bincount(y)[y] - 1).double()).mean(), "largest difference"),
 }
+
+
+@pytest.fixture(autouse=True)
+def fresh_failure_counts(monkeypatch):
+    monkeypatch.setattr(exercises, "_failures", {})
 
 
 def test_every_exercise_has_a_correct_and_a_wrong_function_here():
@@ -162,6 +279,100 @@ def test_a_wrong_return_type_is_named():
         check("04.1", lambda e: "half", seed=0)
 
 
+import gloss_lite.sigma as sigma_module  # noqa: E402  (an alias under another name, for the test below)
+from gloss_lite.sigma import sigma_sqrt as my_sqrt  # noqa: E402
+
+alias = sigma_sqrt
+
+
+@pytest.mark.parametrize("function", [
+    sigma_sqrt,                                    # the reference itself
+    lambda e: sigma_sqrt(e),                       # called by name
+    lambda e: my_sqrt(e),                          # imported under another name
+    lambda e: alias(e),                            # assigned to another name
+    lambda e: sigma_module.sigma_sqrt(e),          # through the module
+    lambda e: gloss_lite.sigma.pairwise_distances(e).median(),  # a helper it is built from
+], ids=["itself", "by-name", "import-as", "alias", "module-attribute", "helper"])
+def test_a_function_that_uses_the_reference_is_refused(function):
+    with pytest.raises(ExerciseFailed, match=r"^Exercise 04.1 .*: not yet. Your function uses the reference "
+                                             r"implementation \((sigma_sqrt|pairwise_distances)\)") as failure:
+        check("04.1", function, seed=0)
+    assert failure.value.reason == "reference"
+
+
+def test_reference_uses_sees_closures_and_ignores_a_students_own_function_of_the_same_name():
+    def make(reference):
+        return lambda e: reference(e)
+
+    assert reference_uses(make(sigma_sqrt), ("sigma_sqrt",)) == ["sigma_sqrt"]
+    namespace = {}
+    exec("import torch\ndef sigma_sqrt(e):\n    return 1.0\nf = lambda e: sigma_sqrt(e)", namespace)
+    assert reference_uses(namespace["f"], ("sigma_sqrt",)) == []
+    assert reference_uses(CORRECT["04.1"], EXERCISES["04.1"].forbidden) == []
+
+
+@pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
+def test_no_correct_function_here_uses_a_forbidden_name(exercise_id):
+    assert reference_uses(CORRECT[exercise_id], EXERCISES[exercise_id].forbidden) == []
+
+
+def never_returns(embeddings, sigma):
+    while True:
+        try:
+            time.sleep(0.01)
+        except Exception:  # a student's broad except must not swallow the time limit
+            pass
+
+
+def test_a_function_that_never_returns_fails_after_the_time_limit():
+    start = time.perf_counter()
+    with pytest.raises(ExerciseFailed, match=r"did not finish within 0.5 s \(stopped at input 1 of 5: \d+ x \d+") \
+            as failure:
+        check("01.2", never_returns, seed=0, timeout=0.5)
+    assert failure.value.reason == "timeout"
+    assert time.perf_counter() - start < 5
+
+
+def test_the_time_limit_holds_off_the_main_thread_too():
+    failures = []
+
+    def run():
+        try:
+            check("01.2", lambda e, s: time.sleep(30), seed=0, timeout=0.5)
+        except ExerciseFailed as failure:
+            failures.append(str(failure))
+
+    thread = threading.Thread(target=run)
+    start = time.perf_counter()
+    thread.start()
+    thread.join(10)
+    assert time.perf_counter() - start < 5
+    assert len(failures) == 1 and "did not finish within 0.5 s" in failures[0]
+
+
+def test_an_exercise_with_parts_gives_partial_credit():
+    with pytest.raises(ExerciseFailed, match="carries no gradient") as value_only:
+        check("03.2", MISTAKES["03.2"][0], seed=0)
+    assert value_only.value.credit == 0.5
+    with pytest.raises(ExerciseFailed, match="grad_B is right, grad_A is not") as half:
+        check("05.3", lambda A, B, G: (torch.zeros_like(A), solve_gradient(A, B, G)[1]), seed=0)
+    assert half.value.credit == 0.5
+    with pytest.raises(ExerciseFailed) as nothing:
+        check("05.3", MISTAKES["05.3"][0], seed=0)
+    assert nothing.value.credit == 0.0
+
+
+def test_a_fuller_hint_appears_from_the_third_failed_try():
+    wrong = MISTAKES["04.3"][0]
+    messages = []
+    for _ in range(3):
+        with pytest.raises(ExerciseFailed) as failure:
+            check("04.3", wrong, seed=0)
+        messages.append(str(failure.value))
+    assert "fuller hint" not in messages[0] and "fuller hint" not in messages[1]
+    assert f"A fuller hint (after 3 tries): {EXERCISES['04.3'].more_hint}." in messages[2]
+
+
 def test_bad_calls_are_refused_clearly():
     with pytest.raises(KeyError, match=r"no exercise '9.9'; the exercises are 00.1, 00.2"):
         check("9.9", sigma_sqrt)
@@ -177,14 +388,18 @@ def exercise_cells(path):
 
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
-def test_every_notebook_has_two_coded_exercises_and_an_open_question(path):
+def test_every_notebook_has_three_coded_exercises_and_open_questions(path):
     sources, checks = exercise_cells(path)
     ids = [exercise_id for exercise_id, _ in checks]
-    assert len(ids) >= 2 and all(i.startswith(path.name[:2] + ".") for i in ids), ids
+    assert len(ids) >= 3 and all(i.startswith(path.name[:2] + ".") for i in ids), ids
     assert set(ids) == {i for i in EXERCISES if i.startswith(path.name[:2] + ".")}
     for exercise_id, function in checks:
         assert function == EXERCISES[exercise_id].function
         (definition,) = [s for s in sources if s.startswith(f"def {function}(")]
         assert "### BEGIN SOLUTION" in definition and "### END SOLUTION" in definition
+    roles = [c["metadata"].get("gloss_lite") for c in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+    for exercise_id in ids:  # the grader finds the cells by these, not by position
+        assert roles.count({"exercise": exercise_id, "role": "solution"}) == 1
+        assert roles.count({"exercise": exercise_id, "role": "check"}) == 1
     questions = [s for s in sources if s.startswith("### Questions to explore")]
     assert len(questions) == 1 and re.search(r"^1\. \*\*", questions[0], re.M), "one list of open questions"

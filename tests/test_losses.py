@@ -210,3 +210,49 @@ def test_gloss_keeps_a_0d_sigma_tensor_so_its_gradient_flows():
     loss.backward()
     assert sigma.grad is not None and torch.isfinite(sigma.grad) and sigma.grad != 0
     assert "sigma=0.6" in repr(module)
+
+
+def test_divide_by_hidden_is_the_authors_extra_division_by_the_hidden_count():
+    e, y, mask = batch()
+    hidden = int((~mask).sum())
+    for target in ("nll", "authors"):
+        plain = g_loss(e, y, mask, sigma=0.6, num_classes=3, target=target)
+        divided = g_loss(e, y, mask, sigma=0.6, num_classes=3, target=target, divide_by_hidden=True)
+        torch.testing.assert_close(divided, plain / hidden)
+
+
+def test_authors_loss_by_hand_with_balanced_weights_random_mask_and_division():
+    """Their Combined-with-CE term: weighted CE on F_U (softmax of probabilities), divided by |U|."""
+    e, y, _ = batch(n=20)
+    y = torch.tensor([0] * 12 + [1] * 5 + [2] * 3)
+    mask = split_mask(y, 0.7, stratified=False, generator=torch.Generator().manual_seed(3))
+    counts = torch.bincount(y, minlength=3).double()
+    w = len(y) / (3 * counts)  # scikit-learn's "balanced" weights
+    f = propagate(transition_matrix(gaussian_affinity(e, 0.4), "gloss"), y, mask, 3)
+    hidden = (~mask).nonzero().flatten().tolist()
+    terms = [w[y[u]] * (torch.logsumexp(f[u], 0) - f[u, y[u]]) for u in hidden]
+    expected = sum(terms) / sum(w[y[u]] for u in hidden) / len(hidden)
+    got = g_loss(e, y, mask, sigma=0.4, num_classes=3, class_weights=w, target="authors", divide_by_hidden=True)
+    torch.testing.assert_close(got, expected)
+
+
+def test_authors_target_allows_a_hidden_class_without_visible_node_but_nll_refuses():
+    e, y, _ = batch(n=9)
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    mask = torch.tensor([True, True, False, True, True, False, False, False, False])  # class 2 all hidden
+    loss = g_loss(e, y, mask, sigma=0.6, num_classes=3, target="authors")
+    assert torch.isfinite(loss)
+    f = propagate(transition_matrix(gaussian_affinity(e, 0.6), "gloss"), y, mask, 3)
+    assert torch.all(f[~mask][:, 2] == 0)  # propagation never predicts class 2
+    with pytest.raises(ValueError, match=r"hidden classes \[2\] have no visible node"):
+        g_loss(e, y, mask, sigma=0.6, num_classes=3, target="nll")
+
+
+def test_gloss_module_passes_the_authors_options_through():
+    e, y, _ = batch()
+    module = GLoss(3, 0.6, 0.7, target="authors", stratified=False, divide_by_hidden=True, seed=5)
+    loss = module(e, y)
+    expected_mask = split_mask(y, 0.7, stratified=False, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(module.last_mask, expected_mask)
+    expected = g_loss(e, y, expected_mask, sigma=0.6, num_classes=3, target="authors", divide_by_hidden=True)
+    torch.testing.assert_close(loss, expected)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -27,10 +29,19 @@ def test_stratified_keeps_a_visible_and_a_hidden_node_in_every_class(gamma):
         assert int(mask[labels == 2].sum()) == min(max(round(gamma * 13), 1), 12)
 
 
-def test_unstratified_mask_has_round_gamma_n_visible():
-    labels = torch.arange(50) % 5
-    mask = split_mask(labels, 0.3, stratified=False, generator=torch.Generator().manual_seed(0))
-    assert int(mask.sum()) == 15
+@pytest.mark.parametrize("n, gamma, visible", [(50, 0.3, 15), (10, 0.7, 7), (11, 0.7, 8), (128, 0.7, 90), (5, 0.5, 3)])
+def test_unstratified_mask_is_the_authors_draw_with_ceil_gamma_n_visible(n, gamma, visible):
+    labels = torch.arange(n) % 5
+    mask = split_mask(labels, gamma, stratified=False, generator=torch.Generator().manual_seed(0))
+    assert int(mask.sum()) == visible == math.ceil(gamma * n)
+    # node i is visible when the permutation puts it below gamma * n, as in the authors' code
+    expected = torch.randperm(n, generator=torch.Generator().manual_seed(0)) < n * gamma
+    assert torch.equal(mask, expected)
+
+
+def test_unstratified_mask_that_would_hide_nothing_is_refused():
+    with pytest.raises(ValueError, match="no hidden node after masking: ceil.*at least 4 documents"):
+        split_mask(torch.tensor([0, 1, 0]), 0.7, stratified=False)
 
 
 def test_unstratified_mask_can_leave_a_class_without_visible_nodes():

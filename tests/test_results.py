@@ -66,14 +66,30 @@ def test_summarise_results_matches_a_hand_computation(tmp_path):
     # CE's mean curve: 0.61, 0.71, 0.79 -> best 0.79 at epoch 3.
     # G-Loss+CE's mean curve: 0.70, 0.795, 0.805 -> first >= 0.79 at epoch 2. SCL never reaches it.
     first = "first epoch >= ce's best val"
-    assert summary.loc[("mr", "ce"), first] == 3
-    assert summary.loc[("mr", "gloss+ce"), first] == 2
-    assert math.isnan(summary.loc[("mr", "scl"), first])
-    assert summary.loc[("mr", "gloss+ce"), "test accuracy"] == pytest.approx(0.79)
-    assert summary.loc[("mr", "ce"), "test accuracy std"] == pytest.approx(pd.Series([0.75, 0.77]).std())
-    assert summary.loc[("mr", "ce"), "best mean val accuracy"] == pytest.approx(0.79)
-    assert summary.loc[("mr", "ce"), "seconds per run"] == pytest.approx(30.0)
-    assert summary.loc[("mr", "ce"), "seeds"] == 2 and summary.loc[("mr", "ce"), "epochs"] == 3
+    assert summary.loc[("mr", "course", "ce"), first] == 3
+    assert summary.loc[("mr", "course", "gloss+ce"), first] == 2
+    assert math.isnan(summary.loc[("mr", "course", "scl"), first])
+    assert summary.loc[("mr", "course", "gloss+ce"), "test accuracy"] == pytest.approx(0.79)
+    assert summary.loc[("mr", "course", "ce"), "test accuracy std"] == pytest.approx(pd.Series([0.75, 0.77]).std())
+    assert summary.loc[("mr", "course", "ce"), "best mean val accuracy"] == pytest.approx(0.79)
+    assert summary.loc[("mr", "course", "ce"), "seconds per run"] == pytest.approx(30.0)
+    assert summary.loc[("mr", "course", "ce"), "seeds"] == 2 and summary.loc[("mr", "course", "ce"), "epochs"] == 3
+
+
+def test_recipes_are_kept_apart_and_compared_with_their_own_ce(tmp_path):
+    path = tmp_path / "results.csv"
+    rows = ["dataset,loss,recipe,seed,epoch,val_accuracy,test_accuracy,gpu"]
+    for recipe, ce_curve, gloss_curve in (("course", (0.6, 0.7), (0.7, 0.72)), ("authors", (0.5, 0.8), (0.6, 0.7))):
+        for loss, curve in (("ce", ce_curve), ("gloss+ce", gloss_curve)):
+            rows += [f"mr,{loss},{recipe},0,{e},{v},{v if e == 2 else ''},H200" for e, v in enumerate(curve, 1)]
+    path.write_text("\n".join(rows) + "\n")
+    frame = read_results(path)
+    assert len(frame) == 8 and set(frame.recipe) == {"course", "authors"}  # no CE row lost to the other recipe
+    assert set(frame.device) == {"H200"}  # an older file's "gpu" column
+    summary = summarise_results(frame)
+    first = "first epoch >= ce's best val"
+    assert summary.loc[("mr", "course", "gloss+ce"), first] == 1  # 0.7 reaches the course CE's 0.7
+    assert math.isnan(summary.loc[("mr", "authors", "gloss+ce"), first])  # never reaches the authors' CE's 0.8
 
 
 @pytest.mark.parametrize(

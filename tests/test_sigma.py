@@ -58,3 +58,23 @@ def test_class_names_and_other_non_ids_are_refused_by_sigma_dicm():
     with pytest.raises(ValueError, match="integer class ids, got torch.bool"):
         sigma_dicm(e, torch.tensor([True, False, True, False]))
     assert sigma_dicm(e, [0, 1, 0, 1]) == sigma_dicm(e, torch.tensor([0, 1, 0, 1], dtype=torch.int32))
+
+
+def test_authors_sqrt_takes_the_median_of_the_full_matrix_with_its_zero_diagonal():
+    e = torch.randn(7, 4, generator=torch.Generator().manual_seed(3))
+    rows = unit_rows(e)
+    entries = [math.dist(a, b) for a in rows for b in rows]  # 49 entries, 7 of them 0
+    assert sum(d == 0 for d in entries) == 7
+    expected = math.sqrt(statistics.median(entries) / 3)  # odd count: a true middle
+    assert sigma_sqrt(e, include_diagonal=True) == pytest.approx(expected, rel=1e-6)
+    assert sigma_sqrt(e, include_diagonal=True) < sigma_sqrt(e)
+
+
+def test_authors_dicm_fallback_is_the_median_over_three():
+    e = torch.randn(6, 3, generator=torch.Generator().manual_seed(4))
+    one_class = torch.zeros(6, dtype=torch.long)
+    distances = [math.dist(a, b) for a, b in itertools.combinations(unit_rows(e), 2)]  # 15 pairs
+    expected = statistics.median(distances) / 3
+    assert sigma_dicm(e, one_class, fallback=True) == pytest.approx(expected, rel=1e-6)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    assert sigma_dicm(e, labels, fallback=True) == sigma_dicm(e, labels)  # no fallback needed

@@ -407,7 +407,8 @@ def test_asking_for_fewer_epochs_than_the_checkpoint_holds_is_refused(splits, tm
         fit(train, val, quick(loss="ce", lpa_eval=False, epochs=1, checkpoint_dir=str(tmp_path)),
             encoder=tiny_encoder())
     again = fit(train, val, config, encoder=tiny_encoder())  # as many epochs: the finished run, not trained again
-    assert again.history == two.history
+    keys = ("epoch", "loss", "val_accuracy", "seconds")  # the same seconds: nothing trained again
+    assert [[row[k] for k in keys] for row in again.history] == [[row[k] for k in keys] for row in two.history]
 
 
 def test_an_old_or_foreign_checkpoint_layout_is_refused(splits, tmp_path):
@@ -415,3 +416,166 @@ def test_an_old_or_foreign_checkpoint_layout_is_refused(splits, tmp_path):
     torch.save({"epoch": 0, "history": []}, path)
     with pytest.raises(CheckpointError, match=r"not a checkpoint in the format this version writes"):
         resume_from(path, tmp_path, splits)
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' recipe, item by item
+
+
+def test_authors_preset_holds_their_settings_and_every_field_stays_overridable():
+    config = TrainConfig.authors()
+    expected = dict(loss="gloss+ce", recipe="authors", target="authors", divide_by_hidden=True,
+                    stratified_mask=False, class_weights="balanced", encoder_passes=2, pooling="cls",
+                    max_length=128, optimizer="adam", weight_decay=0.0, lr=1e-5, head_lr=None,
+                    lr_milestones=(30,), lr_decay=0.1, grad_clip=1.0, batch_size=128, epochs=200, patience=10,
+                    restore_best=True, sigma="sqrt", sigma_variant="authors", sigma_sample_size=None, lam=0.1,
+                    gamma=0.7, scl_base_temperature=0.07, margin=5.0, triplet_normalize=False,
+                    contrastive_form="cosine_mse", model=None)
+    assert {k: getattr(config, k) for k in expected} == expected
+    assert TrainConfig.authors("scl+ce").lam == 0.9  # their SCL weight
+    assert TrainConfig.authors("ce").divide_by_hidden is False
+    assert TrainConfig.authors(batch_size=32, lam=0.5).batch_size == 32
+    assert train_module.AUTHORS_MODEL == "bert-base-uncased"
+    config.validate(8)
+
+
+def test_balanced_class_weights_are_scikit_learns():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 0, 0, 1])
+    counts = [6, 3, 1]
+    expected = [10 / (3 * c) for c in counts]
+    torch.testing.assert_close(train_module.balanced_class_weights(labels, 4), torch.tensor(expected + [0.0]))
+
+
+def test_class_weights_reach_ce_and_gloss(splits, monkeypatch):
+    train, val = splits
+    seen = []
+    original = train_module.F.cross_entropy
+    monkeypatch.setattr(train_module.F, "cross_entropy",
+                        lambda *a, **k: seen.append(k.get("weight")) or original(*a, **k))
+    config = quick(loss="gloss+ce", lpa_eval=False, class_weights="balanced")
+    aux = train_module.make_aux_loss(config, 2, 0.5, train_module.balanced_class_weights(train.labels, 2))
+    torch.testing.assert_close(aux.class_weights, train_module.balanced_class_weights(train.labels, 2))
+    fit(train, val, config, encoder=tiny_encoder())
+    assert seen and all(w is not None for w in seen)
+    torch.testing.assert_close(seen[0].cpu(), train_module.balanced_class_weights(train.labels, 2))
+
+
+def test_two_encoder_passes_feed_gloss_a_second_pass(splits, monkeypatch):
+    train, val = splits
+    calls, seen = [], []
+    original = Encoder.forward
+    monkeypatch.setattr(Encoder, "forward", lambda self, texts: calls.append(len(texts)) or original(self, texts))
+    original_gloss = train_module.GLoss.forward
+    monkeypatch.setattr(train_module.GLoss, "forward",
+                        lambda self, e, y: seen.append(e.detach().clone()) or original_gloss(self, e, y))
+    encoder = tiny_encoder()
+    encoder.model.config.hidden_dropout_prob = 0.5
+    fit(train, val, quick(loss="gloss+ce", lpa_eval=False, encoder_passes=2), encoder=encoder)
+    assert calls[:6] == [8] * 6  # three steps, two passes each, then validation
+    assert len(seen) == 3
+
+
+def test_second_pass_differs_from_the_first_under_dropout():
+    encoder = tiny_encoder()
+    for module in encoder.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.3
+    encoder.train()
+    texts = ["a short text", "another text here"]
+    assert not torch.allclose(encoder(texts), encoder(texts))
+
+
+def test_learning_rate_schedule_steps_after_each_epoch(splits):
+    train, val = splits
+    result = fit(train, val, quick(loss="ce", epochs=3, lpa_eval=False, optimizer="adam", head_lr=None,
+                                   lr_milestones=(2,), lr_decay=0.1), encoder=tiny_encoder())
+    assert [row["lr"] for row in result.history] == pytest.approx([1e-3, 1e-3, 1e-4])
+
+
+def test_gradient_clipping_is_applied_to_encoder_and_head_each_step(splits, monkeypatch):
+    train, val = splits
+    calls = []
+    monkeypatch.setattr(train_module.torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm: calls.append((len(list(params)), max_norm)))
+    encoder = tiny_encoder()
+    fit(train, val, quick(loss="ce", lpa_eval=False, grad_clip=1.0), encoder=encoder)
+    expected_tensors = len(list(encoder.parameters())) + 2  # + head weight and bias
+    assert calls == [(expected_tensors, 1.0)] * 3
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(splits):
+    train, val = splits
+    result = fit(train, val, quick(loss="ce", epochs=6, lpa_eval=False, lr=1e-12, head_lr=1e-12, patience=2),
+                 encoder=tiny_encoder())
+    scores = [row["val_macro_f1"] for row in result.history]
+    assert len(scores) == 3 and len(set(scores)) == 1  # nothing learns, so epochs 2 and 3 are no better
+    assert result.best_epoch == 1
+
+
+def test_restore_best_returns_the_best_epochs_weights_and_scores_both_on_test(splits):
+    train, val = splits
+    test = val
+    settings = dict(loss="gloss+ce", lpa_eval=False, lr=5e-3, head_lr=5e-2)
+    result = fit(train, val, quick(epochs=4, restore_best=True, **settings), encoder=tiny_encoder(), test=test)
+    scores = [row["val_macro_f1"] for row in result.history]
+    assert result.best_epoch == 1 + max(range(4), key=lambda i: (scores[i], -i))  # first best
+    shorter = fit(train, val, quick(epochs=result.best_epoch, **settings), encoder=tiny_encoder())
+    for a, b in zip(shorter.encoder.parameters(), result.encoder.parameters()):
+        torch.testing.assert_close(a, b)
+    assert result.test_best == result.evaluate(test)
+    assert result.test_best["macro_f1"] == pytest.approx(scores[result.best_epoch - 1])  # test = val here
+    assert result.test_last["macro_f1"] == pytest.approx(scores[-1])
+
+
+def test_resumed_early_stopped_run_does_not_train_on(splits, tmp_path):
+    train, val = splits
+    settings = dict(loss="ce", lpa_eval=False, lr=1e-12, head_lr=1e-12, patience=1, restore_best=True,
+                    checkpoint_dir=str(tmp_path))
+    first = fit(train, val, quick(epochs=5, **settings), encoder=tiny_encoder())
+    assert len(first.history) == 2 and (tmp_path / "best.pt").exists()
+    again = fit(train, val, quick(epochs=8, **settings), encoder=tiny_encoder(seed=3))
+    assert [(r["epoch"], r["seconds"]) for r in again.history] == [(r["epoch"], r["seconds"]) for r in first.history]
+    assert again.best_epoch == 1
+
+
+def test_gradient_share_by_hand():
+    e = torch.randn(4, 3, requires_grad=True)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    share = train_module.gradient_share((e * a).sum(), e, (e * b).sum(), e)
+    assert share == pytest.approx(float(b.norm() / (a.norm() + b.norm())), rel=1e-6)
+    other = torch.randn(4, 3, requires_grad=True)  # a second encoder pass
+    assert train_module.gradient_share((e * a).sum(), e, (other * 0).sum(), other) == 0.0
+
+
+def test_history_logs_the_aux_gradient_share(splits):
+    train, val = splits
+    mixed = fit(train, val, quick(loss="gloss+ce", lpa_eval=False), encoder=tiny_encoder()).history[0]
+    assert 0.0 < mixed["aux_grad_share"] < 1.0
+    ce_only = fit(train, val, quick(loss="ce", lpa_eval=False), encoder=tiny_encoder()).history[0]
+    assert ce_only["aux_grad_share"] != ce_only["aux_grad_share"]  # NaN: no aux term
+
+
+def test_authors_sigma_variant_and_fallback(splits, monkeypatch):
+    train, val = splits
+    encoder = tiny_encoder()
+    initial = encoder.embed(train.texts, progress=False)
+    result = fit(train, val, quick(loss="gloss", sigma="sqrt", sigma_variant="authors", lpa_eval=False),
+                 encoder=encoder)
+    assert result.sigma == pytest.approx(sigma_sqrt(initial, include_diagonal=True), rel=1e-5)
+    monkeypatch.setattr(train_module, "sigma_sqrt", lambda *a, **k: 0.001)
+    result = fit(train, val, quick(loss="gloss", sigma="sqrt", sigma_fallback=0.7, lpa_eval=False),
+                 encoder=tiny_encoder())
+    assert result.sigma == 0.7
+
+
+def test_tune_accepts_the_authors_search_space(splits):
+    train, val = splits
+    best, study = tune(train, val, quick(loss="gloss+ce"), n_trials=2, make_encoder=tiny_encoder,
+                       search_space=train_module.AUTHORS_SEARCH_SPACE, sampler_seed=42)
+    for trial in study.trials:
+        assert trial.params["lr"] in train_module.AUTHORS_SEARCH_SPACE["lr"]
+        assert 0.1 <= trial.params["sigma"] <= 10.0
+        assert round(trial.params["lam"], 6) in {0.5, 0.6, 0.7, 0.8, 0.9}
+        assert round(trial.params["gamma"], 6) in {0.5, 0.6, 0.7, 0.8, 0.9}
+    assert train_module.AUTHORS_TUNING == {"n_trials": 15, "search_space": train_module.AUTHORS_SEARCH_SPACE,
+                                           "sampler_seed": 42}

@@ -11,11 +11,27 @@ parameters each notebook declares in its metadata::
 
 Each check names a value the notebook stores with ``gloss_lite.records.record`` and bounds it
 (``min``, ``max``, or ``equals``).
+
+What the runner refuses, before it runs anything (``CourseError``, a ``ValueError``):
+
+- a path that is not a notebook (missing, a folder, another file type, not notebook JSON);
+- a parameter the notebook does not declare in its cell tagged ``parameters`` (papermill would
+  run with the default and say nothing): the error lists the declared ones;
+- an output folder that holds the source notebook (``--output notebooks`` would overwrite the
+  instructor notebooks with outputs and pinned parameters), and any existing file it would
+  overwrite that an earlier run of papermill did not write to that same path;
+- a cell time limit that is not a positive number of seconds (papermill reads 0 as no limit;
+  pass ``cell_timeout=None`` to ``run_notebook`` for that, on purpose).
+
+The command line checks every notebook first and stops before starting if any is refused, so a
+run never stops half-way for a typo.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import os
 import sys
@@ -37,20 +53,137 @@ def notebook_paths(folder: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
+class CourseError(ValueError):
+    """A notebook, parameter, output folder or setting that the course runner refuses."""
+
+
+def read_notebook(path: Path) -> dict:
+    """The notebook at ``path`` as a dict; ``CourseError`` naming the path if it is not a notebook."""
+    path = Path(path)
+    available = ", ".join(p.name for p in notebook_paths()) or "none"
+    if not path.exists():
+        raise CourseError(f"{path}: no such notebook (the course notebooks: {available})")
+    if not path.is_file() or path.suffix != ".ipynb":
+        raise CourseError(f"{path}: not a notebook (.ipynb file); the course notebooks: {available}")
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CourseError(f"{path}: not notebook JSON ({error})") from None
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        raise CourseError(f"{path}: not a notebook (no list of cells)")
+    return notebook
+
+
 def course_metadata(path: Path) -> dict:
     """The ``gloss_lite`` block of a notebook's metadata (smoke parameters and checks)."""
-    notebook = json.loads(Path(path).read_text(encoding="utf-8"))
-    return notebook.get("metadata", {}).get("gloss_lite", {})
+    return read_notebook(path).get("metadata", {}).get("gloss_lite", {})
+
+
+def declared_parameters(path: Path) -> dict | None:
+    """The names assigned in the notebook's cell tagged ``parameters``, with their default values.
+
+    ``None`` when the notebook has no such cell. A value that is not a plain literal is ``...``.
+    """
+    cells = [c for c in read_notebook(path)["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return None
+    source = "".join(cells[0].get("source", ""))
+    try:
+        body = ast.parse(source).body
+    except SyntaxError as error:
+        raise CourseError(f"{path}: the parameters cell is not valid Python ({error})") from None
+    declared = {}
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name):
+                try:
+                    declared[target.id] = ast.literal_eval(node.value)
+                except (ValueError, TypeError, SyntaxError):
+                    declared[target.id] = ...
+    return declared
+
+
+def check_parameters(path: Path, parameters: dict) -> None:
+    """``CourseError`` unless every name in ``parameters`` is declared in the parameters cell."""
+    if not parameters:
+        return
+    declared = declared_parameters(path)
+    if declared is None:
+        raise CourseError(f"{Path(path).name} has no cell tagged 'parameters', so it takes no parameters; "
+                          f"got {sorted(parameters)}")
+    unknown = [name for name in parameters if name not in declared]
+    if unknown:
+        hints = [f"{close[0]!r} for {name!r}" for name in unknown
+                 if (close := difflib.get_close_matches(name, declared, n=1, cutoff=0.6))]
+        raise CourseError(
+            f"{Path(path).name} declares no parameter(s) {unknown}"
+            + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+            + f"; its parameters are {', '.join(sorted(declared))}"
+        )
+
+
+def _written_by_papermill_to(path: Path) -> bool:
+    """Whether ``path`` is an executed notebook that papermill wrote to this very path."""
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        written_to = notebook["metadata"]["papermill"]["output_path"]
+        return Path(written_to).resolve() == path.resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def output_path(path: Path, output_dir: Path) -> Path:
+    """Where the executed copy of ``path`` goes, after checking that nothing is lost by writing it.
+
+    ``CourseError`` if ``output_dir`` is the notebook's own folder (it holds the sources) or is
+    a file, or if the copy would overwrite a file that papermill did not write there itself.
+    """
+    path, output_dir = Path(path).resolve(), Path(output_dir).resolve()
+    if output_dir == path.parent or output_dir == NOTEBOOK_DIR.resolve():
+        raise CourseError(
+            f"refusing to write into {output_dir}: it holds the source notebooks, which executed copies "
+            f"(outputs, injected parameters) would overwrite; choose another output folder, "
+            f"e.g. {ROOT / 'outputs' / 'course'}"
+        )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CourseError(f"output folder {output_dir} is a file; choose a folder")
+    output = output_dir / path.name
+    if output.exists() and not _written_by_papermill_to(output):
+        raise CourseError(
+            f"refusing to overwrite {output}: it is not an executed copy that this runner wrote there "
+            f"(a source notebook, a student's work, or another file). Move it away, or choose another output folder"
+        )
+    return output
+
+
+def check_cell_timeout(cell_timeout) -> None:
+    """``CourseError`` unless ``cell_timeout`` is a positive number of seconds or None (no limit)."""
+    if cell_timeout is None:
+        return
+    if isinstance(cell_timeout, bool) or not isinstance(cell_timeout, (int, float)) or not cell_timeout > 0:
+        raise CourseError(
+            f"cell_timeout must be a positive number of seconds, got {cell_timeout!r}; papermill reads 0 "
+            "as no limit, so pass None for that on purpose"
+        )
 
 
 def run_notebook(
-    path: Path, output_dir: Path, *, parameters: dict | None = None, cell_timeout: int = 600
+    path: Path, output_dir: Path, *, parameters: dict | None = None, cell_timeout: float | None = 600
 ) -> Path:
-    """Execute one notebook with papermill, from its own folder; return the executed copy's path."""
+    """Execute one notebook with papermill, from its own folder; return the executed copy's path.
+
+    Checks first (``CourseError``, nothing run or written): ``path`` is a notebook, every
+    parameter is declared in its parameters cell, the output is safe to write (``output_path``),
+    and ``cell_timeout`` is a positive number of seconds per cell (``None``: no limit).
+    """
+    read_notebook(path)
+    check_parameters(path, parameters or {})
+    check_cell_timeout(cell_timeout)
     path = Path(path).resolve()
-    output_dir = Path(output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    output = output_dir / path.name
+    output = output_path(path, output_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
     os.environ["MPLBACKEND"] = INLINE_BACKEND
     papermill.execute_notebook(
         str(path),
@@ -81,20 +214,65 @@ def check_records(records: dict, checks: dict) -> list[str]:
     return failures
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value != value:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the limit must be a positive number of seconds (papermill would read 0 as no limit)")
+    return value
+
+
+def _literal(text: str):
+    """A command-line parameter value: a Python literal (50, 0.5, 'mr', True), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "outputs" / "course")
     parser.add_argument("--smoke", action="store_true", help="use each notebook's smoke parameters")
-    parser.add_argument("--cell-timeout", type=int, default=1800,
+    parser.add_argument("--cell-timeout", type=_positive_seconds, default=1800,
                         help="seconds allowed for one cell (training cells on a slow CPU need minutes)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="set a parameter (over the smoke ones) in the notebooks that declare it; "
+                             "a name that no notebook run declares is an error")
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every course notebook")
     args = parser.parse_args(argv)
+    given = {name: _literal(value) for name, value in args.parameter}
+    plan, problems, used = [], [], set()
+    for path in args.notebooks or notebook_paths():  # check everything before running anything
+        try:
+            meta = course_metadata(path)
+            declared = declared_parameters(path) or {}
+            parameters = {**(meta.get("smoke_parameters", {}) if args.smoke else {}),
+                          **{name: value for name, value in given.items() if name in declared}}
+            used.update(name for name in given if name in declared)
+            check_parameters(path, parameters)
+            output_path(path, args.output)
+            plan.append((path, meta, parameters))
+        except CourseError as error:
+            problems.append(str(error))
+    for name in given:
+        if name not in used and plan:
+            declared = sorted({n for path, _, _ in plan for n in declared_parameters(path) or {}})
+            close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+            problems.append(f"no notebook run declares the parameter {name!r}"
+                            + (f" (did you mean {close[0]!r}?)" if close else "")
+                            + f"; their parameters are {', '.join(declared)}")
+    if problems:
+        print("Nothing was run:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     failed = []
-    for path in args.notebooks or notebook_paths():
-        meta = course_metadata(path)
-        parameters = meta.get("smoke_parameters", {}) if args.smoke else {}
+    for path, meta, parameters in plan:
         start = time.perf_counter()
-        print(f"running {path.name} ...", flush=True)
+        shown = ", ".join(f"{name}={value!r}" for name, value in parameters.items())
+        print(f"running {path.name}{f' with {shown}' if shown else ''} ...", flush=True)
         try:
             output = run_notebook(path, args.output, parameters=parameters, cell_timeout=args.cell_timeout)
         except Exception as error:  # report every notebook, then fail

@@ -38,7 +38,9 @@ clear error (``load_dataset(..., verify=False)`` loads a modified local copy as
 it is).
 
 Labels are either integer ids (``0, 1, ...``) or class names. The train split
-defines the classes; val and test must use the same ones.
+defines the classes (the labels it holds; see ``_read_folder``); val and test
+must use the same ones. A local copy of a benchmark whose splits do not have the
+published number of rows (``BENCHMARKS[name]["rows"]``) is refused.
 
 Taught in notebooks/00_overview.ipynb.
 """
@@ -46,14 +48,15 @@ Taught in notebooks/00_overview.ipynb.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import logging
 import os
 import pathlib
 import re
 from dataclasses import dataclass
 
-import pandas as pd
 import pooch
 import requests
 import torch
@@ -244,6 +247,10 @@ def stratified_sample(strata: torch.Tensor, size: int | None, *, seed: int = 0) 
     ``None`` or a ``size`` of at least ``len(strata)`` returns every index.
     """
     strata = torch.as_tensor(strata)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise ValueError(f"sample size must be an int >= 1 or None (every row), got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     if size is None or size >= len(strata):
         return torch.arange(len(strata))
     if size < 1:
@@ -291,34 +298,70 @@ class Dataset:
 def read_split(path) -> tuple[list[str], list[str]]:
     """Read one split CSV and return its texts and its labels, both as strings.
 
-    The file needs a header with the columns ``text`` and ``label``; other
-    columns are ignored. Raises ValueError, naming the file, if a column is
-    missing, the file has no rows, or a text or label is empty.
+    The file is UTF-8 text (a byte-order mark is allowed) with a header that holds the columns
+    ``text`` and ``label``; other columns, such as an unnamed row index, are ignored. Every cell
+    is kept as written (a label ``1`` stays ``"1"``, a text ``null`` stays ``"null"``); blank
+    lines are skipped. A text that contains a comma, a quote or a line break must be quoted,
+    ``"like this, say"``, with inner quotes doubled (what ``csv`` and ``pandas.to_csv`` write).
+
+    Raises ValueError, naming the file, if the file is not UTF-8, is empty, has a missing
+    column, has no rows, has a row with more or fewer fields than the header (an unquoted
+    comma: the error names the row and line), has an unclosed quote, or has an empty text or
+    label. Rows are counted from 1 after the header; lines from 1 at the top of the file.
     """
     path = pathlib.Path(path)
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long documents (20ng) exceed the default
+    raw = path.read_bytes()
     try:
-        # dtype=str and keep_default_na=False: read every cell as it is written,
-        # so a label "1" stays "1" and a text "null" stays "null".
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: the file is empty") from None
-    missing = [column for column in ("text", "label") if column not in frame.columns]
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.start}, on line {line}, is {raw[err.start:err.start + 1]!r}); "
+            "save the file as UTF-8, e.g. pandas.read_csv(path, encoding='latin-1').to_csv(path, index=False)"
+        ) from None
+    if not content.strip():
+        raise ValueError(f"{path}: the file is empty")
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
+    records = []  # (row, line, fields)
+    try:
+        header = next(reader)
+        for fields in reader:
+            if fields:  # a blank line
+                records.append((len(records) + 1, reader.line_num, fields))
+    except csv.Error as err:
+        raise ValueError(
+            f"{path}: unreadable CSV near line {reader.line_num} ({err}); an opening quote without its "
+            'closing quote swallows the rest of the file: close it, or double a quote inside a text ("")'
+        ) from None
+    missing = [column for column in ("text", "label") if column not in header]
     if missing:
         raise ValueError(
             f"{path}: missing column(s) {missing}; a split needs the columns "
-            f"'text' and 'label', found {list(frame.columns)}"
+            f"'text' and 'label', found {header}"
         )
-    if len(frame) == 0:
+    repeated = sorted({column for column in ("text", "label") if header.count(column) > 1})
+    if repeated:
+        raise ValueError(f"{path}: the column(s) {repeated} appear more than once in the header {header}")
+    if not records:
         raise ValueError(f"{path}: no rows (only a header)")
-    frame = frame[["text", "label"]].fillna("")  # a short row leaves NaN cells
-    for column in ("text", "label"):
-        empty = frame[column].str.strip() == ""
-        if empty.any():
-            row = int(empty.to_numpy().argmax()) + 1
+    text_at, label_at = header.index("text"), header.index("label")
+    texts, labels = [], []
+    for row, line, fields in records:
+        if len(fields) != len(header):
             raise ValueError(
-                f"{path}: empty {column} in row {row} (rows counted from 1 after the header)"
+                f"{path}: row {row} (line {line}) has {len(fields)} field(s), the header has {len(header)} "
+                f"({','.join(header)}); a text that contains a comma must be quoted, "
+                f'"like this, say" (rows counted from 1 after the header)'
             )
-    return frame["text"].tolist(), frame["label"].str.strip().tolist()
+        for column, value in (("text", fields[text_at]), ("label", fields[label_at])):
+            if not value.strip():
+                raise ValueError(
+                    f"{path}: empty {column} in row {row} (line {line}; rows counted from 1 after the header)"
+                )
+        texts.append(fields[text_at])
+        labels.append(fields[label_at].strip())
+    return texts, labels
 
 
 # ---------------------------------------------------------------------------
@@ -377,23 +420,32 @@ def _read_folder(name: str, folder: pathlib.Path, verify: bool = True) -> Datase
     """Read ``folder/{train,val,test}.csv`` into a Dataset; train defines the classes.
 
     With ``verify``, a benchmark's splits are checked against their fingerprints.
+
+    Integer labels of a benchmark with known class names (``mr``, ``r8``) are ids into that
+    list. Other integer labels: the classes are the distinct labels of train, in increasing
+    order, so labels {0, 5} make two classes named "0" and "5" with ids 0 and 1 (never the
+    phantom classes 1 to 4). String labels: the distinct labels of train, sorted. A label in
+    val or test that train lacks is an error naming the file.
     """
     columns = {split: read_split(folder / f"{split}.csv") for split in SPLITS}
     train_labels = columns["train"][1]
 
     if all(_is_int(label) for label in train_labels):
-        # Integer ids: the names come from BENCHMARKS, or are the ids themselves.
-        known = BENCHMARKS.get(name, {}).get("class_names")
-        if known is None:
-            known = [str(i) for i in range(max(int(x) for x in train_labels) + 1)]
-        class_names = tuple(known)
-        lookup = {str(i): i for i in range(len(class_names))}
         # "01" and "1" are the same id.
         columns = {
             split: (texts, [str(int(x)) if _is_int(x) else x for x in labels])
             for split, (texts, labels) in columns.items()
         }
-        classes = f"ids 0..{len(class_names) - 1} = {', '.join(class_names)}"
+        known = BENCHMARKS.get(name, {}).get("class_names")
+        if known is not None:  # the ids index the benchmark's names
+            class_names = tuple(known)
+            lookup = {str(i): i for i in range(len(class_names))}
+            classes = f"ids 0..{len(class_names) - 1} = {', '.join(class_names)}"
+        else:  # the ids present in train, in increasing order
+            present = sorted({int(x) for x in columns["train"][1]})
+            class_names = tuple(str(i) for i in present)
+            lookup = {label: i for i, label in enumerate(class_names)}
+            classes = "ids " + ", ".join(class_names)
     else:
         # Class names: sorted, and a label's id is its index in that list.
         class_names = tuple(sorted(set(train_labels)))
@@ -440,11 +492,22 @@ def _roots(data_dir) -> list[pathlib.Path]:
 def _find(root: pathlib.Path, name: str):
     """The folder under ``root`` holding the three splits of ``name``, or None.
 
-    A benchmark may also sit in its upstream folder (``MR``, ``R8``, ``R52``).
+    A benchmark may also sit in its upstream folder (``MR``, ``R8``, ``R52``). A folder that
+    holds some of the split files but not all is an error naming the missing ones (it is never
+    skipped silently in favour of another copy or a download).
     """
     for folder in (name, BENCHMARKS.get(name, {}).get("folder")):
-        if folder and all((root / folder / f"{split}.csv").is_file() for split in SPLITS):
+        if not folder:
+            continue
+        present = [split for split in SPLITS if (root / folder / f"{split}.csv").is_file()]
+        if len(present) == len(SPLITS):
             return root / folder
+        if present:
+            missing = [f"{split}.csv" for split in SPLITS if split not in present]
+            raise DatasetNotFoundError(
+                f"{root / folder} holds {', '.join(f'{split}.csv' for split in present)} but not "
+                f"{', '.join(missing)}; a dataset folder needs train.csv, val.csv and test.csv"
+            )
     return None
 
 
@@ -460,6 +523,8 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir=None, *, verify: bool = T
 
     >>> train, val, test = load_dataset("reviews_sentiment")  # doctest: +SKIP
     """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"the dataset name must be a non-empty string such as {DEFAULT_DATASET!r}, got {name!r}")
     name = name.lower()
     roots = _roots(data_dir)
     for root in roots:

@@ -143,8 +143,7 @@ class Encoder(torch.nn.Module):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed one batch of texts with gradients: ``len(texts) x d`` on the model's device."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise ValueError("texts must be a list of strings")
+        _check_texts(texts)
         batch = tokenize(self.tokenizer, texts, self.max_length).to(self.device)
         hidden = self.model(**batch).last_hidden_state
         if self.pooling == "cls":
@@ -157,7 +156,12 @@ class Encoder(torch.nn.Module):
 
         Texts are batched by length (less padding, faster on a CPU) and returned in input order.
         The model is put in eval mode (no dropout) and back in its former mode afterwards.
+        ``texts`` is a list (or other sequence) of strings: a single string is refused, since
+        iterating it would embed each character; pass ``[text]``.
         """
+        _check_texts(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.dim)
@@ -175,6 +179,57 @@ class Encoder(torch.nn.Module):
         embeddings = torch.empty(len(texts), self.dim)
         embeddings[torch.tensor(order)] = torch.cat(chunks)
         return embeddings
+
+
+def _check_texts(texts) -> None:
+    """Raise ``ValueError`` unless ``texts`` is a sequence of strings (and not one string)."""
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(
+            f"texts must be a list of strings, got a single {type(texts).__name__} "
+            f"({texts[:40]!r}); pass [text] to embed one text"
+        )
+    if isinstance(texts, torch.Tensor) or not hasattr(texts, "__iter__"):
+        raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
+    texts = list(texts) if not isinstance(texts, Sequence) else texts
+    wrong = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if wrong is not None:
+        raise ValueError(
+            f"texts must be a list of strings; item {wrong} is a {type(texts[wrong]).__name__} "
+            f"({texts[wrong]!r:.60})"
+        )
+
+
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Raise ``ValueError`` unless ``folder`` holds a model's config, weights and tokenizer files.
+
+    A model folder (what ``save_pretrained`` writes, or a Hugging Face snapshot) needs
+    ``config.json``, the weights (one of ``WEIGHT_FILES``) and a tokenizer (one of
+    ``TOKENIZER_FILES``); the error lists what is missing and what the folder holds.
+    """
+    if not folder.is_dir():
+        raise ValueError(f"model path {str(folder)!r} is a file, not a folder; give the folder that holds config.json")
+    names = sorted(p.name for p in folder.iterdir())
+    missing = []
+    if "config.json" not in names:
+        missing.append("config.json")
+    if not any(name in names for name in WEIGHT_FILES):
+        missing.append(f"the weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if not any(name in names for name in TOKENIZER_FILES):
+        missing.append(f"a tokenizer ({', '.join(TOKENIZER_FILES[:2])}, ...)")
+    if missing:
+        holds = ", ".join(names[:20]) if names else "nothing (the folder is empty)"
+        raise ValueError(
+            f"model folder {str(folder)!r} is incomplete: it lacks {'; '.join(missing)}. It holds {holds}. "
+            "Copy the whole model folder (model.save_pretrained(folder) and tokenizer.save_pretrained(folder) "
+            "write one), or use load_encoder() for the offline all-MiniLM-L6-v2"
+        )
 
 
 def _looks_like_path(name: str) -> bool:
@@ -198,8 +253,10 @@ def load_encoder(
         device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ...
 
     Raises:
-        ValueError: bad pooling, or a path that does not exist.
-        OSError: a model name that neither the Hub nor its cache provides.
+        ValueError: bad pooling, a path that does not exist, or a local folder without a
+            model's config, weights or tokenizer (``check_model_folder``).
+        OSError: a model name that neither the Hub nor its cache provides, or local files that
+            cannot be read (damaged or truncated weights).
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -216,6 +273,8 @@ def load_encoder(
                 )
             source = name
     local = isinstance(source, Path)
+    if local:
+        check_model_folder(source)
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in every notebook
     try:
@@ -225,6 +284,13 @@ def load_encoder(
         raise OSError(
             f"could not load model {name!r}: {error}\nWithout internet, use load_encoder() for the "
             "offline all-MiniLM-L6-v2, or pass a local folder holding the model's files."
+        ) from error
+    except Exception as error:
+        if not local:
+            raise
+        raise OSError(
+            f"could not read the model files in {name!r} ({type(error).__name__}: {error}); they may be "
+            "damaged or truncated: copy the folder again, or use load_encoder() for the offline default"
         ) from error
     finally:
         if bars_were_on:

@@ -24,6 +24,7 @@ log domain keeps ``T`` finite for sigma from 1e-3 to 1e3 and beyond.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -49,12 +50,52 @@ def check_embeddings(embeddings: torch.Tensor) -> None:
 
 
 def check_sigma(sigma: float | torch.Tensor) -> None:
-    """Raise ``ValueError`` unless sigma is a finite positive number (or 0-d tensor)."""
-    value = float(sigma.detach()) if isinstance(sigma, torch.Tensor) else sigma
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Raise ``ValueError`` unless sigma is a finite positive number or a 0-d float tensor.
+
+    A tensor with more than zero dimensions (even one element) is refused: the kernel has one
+    width, and broadcasting a (1,) or (2,) sigma would silently change the shape of ``W``.
+    """
+    if isinstance(sigma, torch.Tensor):
+        if sigma.dim() != 0 or not sigma.is_floating_point():
+            raise ValueError(
+                f"sigma must be a number or a 0-d float tensor, got a {sigma.dtype} tensor of shape "
+                f"{tuple(sigma.shape)}; the kernel has one width (use torch.tensor(0.5), or sigma.squeeze())"
+            )
+        value = float(sigma.detach())
+    else:
+        value = sigma
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"sigma must be finite and > 0, got {value}")
+
+
+def check_kernel_width(sigma: float | torch.Tensor, dtype: torch.dtype, *, normalize: bool = True) -> None:
+    """Raise ``ValueError`` when sigma is finite and positive yet the kernel is degenerate in ``dtype``.
+
+    The exponent is ``-d^2 / (2 sigma^2)``. Too small a sigma: ``sigma^2`` or ``1 / sigma^2``
+    leaves ``dtype``'s range and the exponent becomes 0/0 or inf. Too large a sigma, on unit rows
+    (``normalize=True``, so ``d^2 <= 4``): ``2 / sigma^2`` is below a quarter of ``dtype``'s
+    machine epsilon, every weight rounds to exactly 1, the graph ignores the embeddings and the
+    gradient is 0 (float32: sigma above about 8e3; float64: about 2e8).
+    """
+    check_sigma(sigma)
+    value = float(sigma.detach()) if isinstance(sigma, torch.Tensor) else float(sigma)
+    info = torch.finfo(dtype)
+    square = value * value
+    low = math.sqrt(max(info.tiny, 1.0 / info.max))
+    if square < info.tiny or square == 0.0 or 1.0 / square > info.max:
+        raise ValueError(
+            f"sigma = {value:g} is too small for {dtype}: sigma^2 leaves its range and the kernel "
+            f"exponent would be 0/0 or infinite; use sigma >= {low:.3g} (or float64 embeddings)"
+        )
+    high = math.sqrt(8.0 / info.eps)
+    if normalize and (math.isinf(square) or 2.0 / square < info.eps / 4):
+        raise ValueError(
+            f"sigma = {value:g} is too large for {dtype}: every weight exp(-d^2 / (2 sigma^2)) rounds to 1, "
+            f"so the graph ignores the embeddings and propagation returns the class prior; "
+            f"use sigma <= {high:.3g} (see gloss_lite.sigma for estimates)"
+        )
 
 
 def squared_distances(embeddings: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
@@ -84,8 +125,10 @@ def gaussian_affinity(
 
     Args:
         embeddings: ``n x d`` float tensor, one row per document.
-        sigma: kernel width (> 0). Small sigma keeps only the nearest neighbours; large sigma
-            connects everything with weight close to 1.
+        sigma: kernel width (> 0): a number, or a 0-d tensor (gradients then flow into it).
+            Small sigma keeps only the nearest neighbours; large sigma connects everything with
+            weight close to 1. A sigma for which the kernel is degenerate in the embeddings'
+            dtype is refused (``check_kernel_width``).
         normalize: L2-normalise the rows of ``embeddings`` first (the paper's choice: distances
             then depend on direction only and lie in [0, 4], so one sigma fits every batch).
         log: return ``log W`` instead (diagonal ``-inf``); this never underflows.
@@ -94,8 +137,9 @@ def gaussian_affinity(
         ``n x n`` symmetric tensor.
     """
     check_sigma(sigma)
+    check_embeddings(embeddings)
+    check_kernel_width(sigma, embeddings.dtype, normalize=normalize)
     if normalize:  # ||u_i - u_j||^2 = 2 - 2 u_i.u_j for unit rows, so the exponent is (u_i.u_j - 1) / sigma^2
-        check_embeddings(embeddings)
         unit = F.normalize(embeddings, dim=1)
         log_w = ((unit @ unit.T - 1.0) / sigma**2).clamp_max(0.0)
     else:
@@ -126,6 +170,8 @@ def transition_matrix(
         raise ValueError(f"affinity must be a square n x n matrix, got shape {tuple(affinity.shape)}")
     if not log and not (affinity >= 0).all():
         raise ValueError("affinity must be non-negative and free of NaN (pass log=True for log W)")
+    if log and (torch.isnan(affinity).any() or torch.isposinf(affinity).any()):
+        raise ValueError("log affinity must be free of NaN and +inf (log W <= 0 for a Gaussian kernel)")
     log_w = affinity if log else affinity.log()
     log_degree = torch.logsumexp(log_w, dim=1)
     if torch.isneginf(log_degree).any():

@@ -67,6 +67,11 @@ def _check_class_weights(class_weights, num_classes: int) -> torch.Tensor | None
         raise ValueError(
             f"class_weights must hold {num_classes} finite non-negative numbers, got {class_weights!r}"
         )
+    if not (weights > 0).any():
+        raise ValueError(
+            "class_weights are all 0, so the weighted mean over the hidden nodes is 0/0; "
+            "give at least one class a positive weight (or pass None for equal weights)"
+        )
     return weights
 
 
@@ -86,11 +91,12 @@ def g_loss(
 
     Args:
         embeddings: ``n x d`` float tensor (gradients flow into it).
-        labels: ``n`` integer labels in ``[0, num_classes)``.
+        labels: ``n`` integer labels in ``[0, num_classes)`` (any integer dtype; not bool).
         labeled_mask: ``n`` bools, True where the label is visible to propagation.
         sigma: Gaussian kernel width, > 0.
         num_classes: ``C``.
-        class_weights: optional ``C`` weights, as in ``cross_entropy``.
+        class_weights: optional ``C`` weights, as in ``cross_entropy``: finite, >= 0, and
+            positive for at least one hidden class of the batch (else the weighted mean is 0/0).
         scheme: ``"gloss"`` (the paper's transition) or ``"row"`` (``D^-1 W``).
         target: ``"nll"`` or ``"authors"``.
         divide_by_hidden: divide by ``|U|`` once more, as the authors' Combined-with-CE code does.
@@ -99,9 +105,11 @@ def g_loss(
         A scalar tensor. Half-precision embeddings are promoted to float32 for the solve.
 
     Raises:
-        ValueError: bad sigma, shapes, labels or options; no hidden node; a hidden class that no
-            visible node carries under ``target="nll"`` (propagation could never predict it; draw
-            the mask with ``split_mask(..., stratified=True)``).
+        ValueError: bad sigma (or one for which the kernel is degenerate, see
+            ``graph.check_kernel_width``), shapes, labels, class weights or options; no hidden
+            node; a hidden class that no visible node carries under ``target="nll"``
+            (propagation could never predict it; draw the mask with
+            ``split_mask(..., stratified=True)``).
     """
     _check_options(scheme, target)
     check_embeddings(embeddings)
@@ -115,9 +123,14 @@ def g_loss(
         raise ValueError("no hidden node: every label is visible, so there is nothing to score; lower gamma")
     weights = _check_class_weights(class_weights, num_classes)
     labeled_mask = labeled_mask.to(embeddings.device)
-    labels = labels.to(embeddings.device)
+    labels = labels.to(embeddings.device).long()  # int32, uint8, ... ids: nll_loss wants int64
     hidden = (~labeled_mask).nonzero().flatten()
     hidden_labels = labels[hidden]
+    if weights is not None and not (weights[hidden_labels.to(weights.device)] > 0).any():
+        raise ValueError(
+            f"class_weights are 0 for every hidden class ({sorted(hidden_labels.unique().tolist())}), so the "
+            "weighted mean over the hidden nodes is 0/0; give those classes a positive weight"
+        )
     missing = set(hidden_labels.unique().tolist()) - set(labels[labeled_mask].unique().tolist())
     if missing and target == "nll":
         raise ValueError(
@@ -149,7 +162,12 @@ class GLoss(torch.nn.Module):
 
     Args:
         num_classes: ``C``.
-        sigma: kernel width (> 0); see ``gloss_lite.sigma`` for ways to choose it.
+        sigma: kernel width (> 0); see ``gloss_lite.sigma`` for ways to choose it. A number is
+            stored as a float. A 0-d float tensor is kept as that tensor, not copied into a
+            float: if it requires grad (e.g. an ``nn.Parameter``, which then also appears in
+            ``parameters()``), the loss's gradient reaches it, so sigma can be learned, and a
+            later in-place change to it is seen by the next call. A tensor of any other shape
+            is refused.
         gamma: fraction of labels kept visible in each minibatch, in (0, 1).
         scheme, target, class_weights, divide_by_hidden: as in ``g_loss``.
         stratified: draw the mask per class (``gloss_lite.masking.split_mask``); False draws the
@@ -181,7 +199,7 @@ class GLoss(torch.nn.Module):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         self.num_classes = num_classes
-        self.sigma = float(sigma)
+        self.sigma = sigma if isinstance(sigma, torch.Tensor) else float(sigma)
         self.gamma = float(gamma)
         self.scheme = scheme
         self.target = target
@@ -207,8 +225,9 @@ class GLoss(torch.nn.Module):
         )
 
     def extra_repr(self) -> str:
+        sigma = float(torch.as_tensor(self.sigma).detach())
         return (
-            f"num_classes={self.num_classes}, sigma={self.sigma:g}, gamma={self.gamma:g}, "
+            f"num_classes={self.num_classes}, sigma={sigma:g}, gamma={self.gamma:g}, "
             f"scheme={self.scheme!r}, target={self.target!r}, stratified={self.stratified}, "
             f"divide_by_hidden={self.divide_by_hidden}"
         )

@@ -41,12 +41,49 @@ def default_teleport(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-6
 
 
+INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def check_transition(transition: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``transition`` is a square, finite, row-stochastic float matrix.
+
+    Rows must sum to 1 within ``1e-8`` (float64), ``1e-4`` (float32) or ``5e-2`` (16-bit floats),
+    and every entry must be >= 0; the error names the first bad row.
+    """
+    if not isinstance(transition, torch.Tensor) or not transition.is_floating_point():
+        got = transition.dtype if isinstance(transition, torch.Tensor) else type(transition).__name__
+        raise ValueError(f"transition must be a float tensor, got {got}")
+    n = transition.shape[0] if transition.dim() else 0
+    if transition.dim() != 2 or transition.shape != (n, n):
+        raise ValueError(f"transition must be square n x n, got shape {tuple(transition.shape)}")
+    values = transition.detach()
+    if not torch.isfinite(values).all():
+        rows = (~torch.isfinite(values)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"transition holds NaN or Inf (rows {rows[:10]}); check the affinity and sigma")
+    if (values < 0).any():
+        rows = (values < 0).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"transition has negative entries (rows {rows[:10]}); a transition matrix is >= 0")
+    tolerance = {torch.float64: 1e-8, torch.float32: 1e-4}.get(values.dtype, 5e-2)
+    error = (values.double().sum(dim=1) - 1.0).abs()
+    if (error > tolerance).any():
+        row = int(error.argmax())
+        raise ValueError(
+            f"transition rows must sum to 1 (row-stochastic), but row {row} sums to "
+            f"{float(values[row].double().sum()):.6g}; build it with gloss_lite.graph.transition_matrix(W)"
+        )
+
+
 def check_labels(labels: torch.Tensor, labeled_mask: torch.Tensor, num_classes: int, n: int) -> None:
     """Raise ``ValueError`` unless labels and mask fit ``n`` nodes and visible labels lie in [0, C)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError("labels must be a 1-D integer tensor (use torch.as_tensor(labels))")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype not in INTEGER_DTYPES:
+        got = f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) \
+            else type(labels).__name__
+        hint = " (a bool tensor is a mask: did you swap labels and labeled_mask?)" if (
+            isinstance(labels, torch.Tensor) and labels.dtype == torch.bool) else ""
+        raise ValueError(f"labels must be a 1-D integer tensor of class ids, got {got}{hint}; "
+                         f"use torch.as_tensor(labels, dtype=torch.long)")
     if not isinstance(labeled_mask, torch.Tensor) or labeled_mask.dtype != torch.bool:
         raise ValueError("labeled_mask must be a bool tensor, True where the label is visible")
     if len(labels) != n or labeled_mask.shape != (n,):
@@ -91,14 +128,37 @@ def propagate(
 
     Returns:
         ``n x C`` label distributions: visible rows one-hot, hidden rows ``F_U``; every row sums
-        to 1. Same dtype and device as ``transition``, differentiable with respect to it.
+        to 1. Same dtype and device as ``transition``, differentiable with respect to it. A
+        float16 or bfloat16 ``transition`` is solved in float32 and the result cast back.
+
+    Raises:
+        ValueError: a transition that is not square, finite, non-negative and row-stochastic
+            (``check_transition``); labels that are not integer class ids (bool, float, ...;
+            int8 to int64 are accepted); a teleport outside [0, 1]; a bad mask or method.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_transition(transition)
     n = transition.shape[0]
-    if transition.dim() != 2 or transition.shape != (n, n):
-        raise ValueError(f"transition must be square n x n, got shape {tuple(transition.shape)}")
     check_labels(labels, labeled_mask, num_classes, n)
+    if teleport is not None and (isinstance(teleport, bool) or not isinstance(teleport, (int, float))
+                                 or not 0.0 <= teleport <= 1.0):
+        raise ValueError(f"teleport is the weight of the uniform jump and must lie in [0, 1], got {teleport!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0):
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if transition.dtype in (torch.float16, torch.bfloat16):  # the solve needs float32 or float64
+        return _propagate(transition.float(), labels, labeled_mask, num_classes, method=method,
+                          teleport=teleport, tol=tol, max_iter=max_iter).to(transition.dtype)
+    return _propagate(transition, labels, labeled_mask, num_classes, method=method, teleport=teleport,
+                      tol=tol, max_iter=max_iter)
+
+
+def _propagate(transition, labels, labeled_mask, num_classes, *, method, teleport, tol, max_iter):
+    """``propagate`` on checked inputs."""
+    n = transition.shape[0]
+    labels = labels.long()
     labeled_mask = labeled_mask.to(transition.device)
     visible = labeled_mask.nonzero().flatten()
     hidden = (~labeled_mask).nonzero().flatten()
@@ -136,7 +196,7 @@ def propagate(
                 f"iterative propagation did not reach tol={tol} in {max_iter} iterations; "
                 "raise max_iter or use method='closed_form'",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
     return one_hot.index_copy(0, hidden, f_hidden)

@@ -52,8 +52,10 @@ def split_mask(
     """
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma < 1.0:
         raise ValueError(f"gamma is the fraction of visible labels and must lie in (0, 1), got {gamma!r}")
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError("labels must be a 1-D integer tensor (use torch.as_tensor(labels))")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
+            or labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError("labels must be a 1-D integer tensor of class ids (use torch.as_tensor(labels)); "
+                         "a bool tensor is a mask, not labels")
     n = len(labels)
     if n < 2:
         raise ValueError(f"masking needs at least 2 labels (one visible, one hidden), got {n}")

@@ -52,14 +52,26 @@ def read_results(path: str | Path) -> pd.DataFrame:
     columns are added empty. Rows whose required values are missing or not numeric are dropped,
     with a printed count; for a repeated (dataset, loss, seed, epoch) the last row wins.
 
+    Values that are numbers but cannot be right are errors, not dropped (see ``_check_values``):
+    accuracies and F1 scores must be finite and lie in [0, 1] (a percentage such as 70 is
+    refused), ``seed`` and ``epoch`` must be whole numbers (``epoch >= 0``; seeds 0.5 and 0.7
+    are not rounded into one run), ``seconds`` finite and >= 0.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a required column is missing.
+        ValueError: a required column is missing, or a value is out of range (the message names
+            the file, the column and the line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no results file at {path}; a GPU run writes it (see the README)")
-    frame = pd.read_csv(path, skipinitialspace=True)
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty; a results file has a header line {','.join(RESULT_COLUMNS)}") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path} is not a readable CSV ({type(error).__name__}: {error}); "
+                         "save it as UTF-8 CSV with one row per line and quoted texts") from None
     frame.columns = [str(column).strip().lower() for column in frame.columns]
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
@@ -76,11 +88,35 @@ def read_results(path: str | Path) -> pd.DataFrame:
     bad = frame[REQUIRED_COLUMNS].isna().any(axis=1) | blank.astype(bool)
     if bad.any():
         print(f"{path}: skipped {int(bad.sum())} row(s) with a missing or non-numeric {', '.join(REQUIRED_COLUMNS)}")
-    frame = frame[~bad].astype({"seed": int, "epoch": int})
+    frame = frame[~bad]
+    _check_values(frame, path)
+    frame = frame.astype({"seed": int, "epoch": int})
     frame["recipe"] = frame["recipe"].fillna("course")
     frame = frame.drop_duplicates(RUN_KEY + ["epoch"], keep="last")
     columns = RESULT_COLUMNS + [c for c in frame.columns if c not in RESULT_COLUMNS]
     return frame[columns].sort_values(RUN_KEY + ["epoch"]).reset_index(drop=True)
+
+
+SCORES = ["val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1"]
+
+
+def _check_values(frame: pd.DataFrame, path: Path) -> None:
+    """Raise ValueError at the first impossible value, naming the file, column and line."""
+    rules = [(column, lambda v: np.isfinite(v) & (v >= 0) & (v <= 1),
+              "a score between 0 and 1 (a fraction, not a percentage)") for column in SCORES]
+    rules += [("seed", lambda v: np.isfinite(v) & (v == np.round(v)), "a whole number"),
+              ("epoch", lambda v: np.isfinite(v) & (v == np.round(v)) & (v >= 0), "a whole number >= 0"),
+              ("seconds", lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0")]
+    for column, valid, expected in rules:
+        values = frame[column]
+        bad = values.notna() & ~valid(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            index = bad.to_numpy().argmax()
+            line = int(frame.index[index]) + 2  # the header is line 1
+            raise ValueError(
+                f"{path}, line {line}: {column} = {values.iloc[index]:g} is not {expected}; "
+                f"fix that row (line {line}) or delete it"
+            )
 
 
 def summarise_results(frame: pd.DataFrame, reference: str = "ce") -> pd.DataFrame:

@@ -55,16 +55,34 @@ def sigma_sqrt(embeddings: torch.Tensor, *, include_diagonal: bool = False) -> f
     return float(torch.sqrt(median / 3.0))
 
 
+def _class_ids(labels) -> torch.Tensor:
+    """``labels`` as a CPU int64 tensor; ``ValueError`` for strings, floats, bools and other types."""
+    if isinstance(labels, str) or (not isinstance(labels, torch.Tensor) and any(isinstance(x, str) for x in labels)):
+        raise ValueError(
+            "labels must be integer class ids, got strings; map each class name to an id first, "
+            "e.g. ids = {name: i for i, name in enumerate(sorted(set(labels)))}"
+        )
+    try:
+        tensor = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"labels must be integer class ids, got {type(labels).__name__} ({error})") from None
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise ValueError(f"labels must be integer class ids, got {tensor.dtype}; use .long() on whole numbers")
+    return tensor.cpu().long()
+
+
 def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool = False) -> float:
     """DICM: the smallest distance between two documents of different classes, divided by 3.
 
     If the smallest such distance is 0 (a duplicate document under two labels), the next
     larger non-zero distance is used. If there is none (one class only, or every pair of
     different classes coincides), ``fallback=True`` returns the authors' fallback, the median
-    pairwise distance divided by 3; otherwise it is an error.
+    pairwise distance divided by 3; otherwise it is an error. ``labels`` are integer class ids
+    (a tensor or a sequence of ints); class names are refused: encode them first
+    (``gloss_lite.data`` does).
     """
     distances = pairwise_distances(embeddings)
-    labels = torch.as_tensor(labels).cpu()
+    labels = _class_ids(labels)
     if labels.shape != (len(distances),):
         raise ValueError(f"shapes disagree: {len(distances)} embeddings and labels of shape {tuple(labels.shape)}")
     between = distances[labels[:, None] != labels[None, :]]

@@ -42,12 +42,26 @@ scores both.
 embeddings ``E``, ``||lam dAux/dE|| / (||(1 - lam) dCE/dE|| + ||lam dAux/dE||)``, the share of
 the push that comes from the graph (or metric) term; ``history`` holds its mean per epoch
 (``aux_grad_share``).
+
+Batches: an epoch is a shuffle cut into ``batch_size`` pieces; a last piece smaller than
+``C + 1`` documents (2 for plain CE) joins the one before it, so every batch of a loss that
+compares documents has a class with two members and G-Loss can always hide one
+(``_min_batch_size``). Divergence: a NaN or infinite embedding or loss stops the run before the
+optimiser step, with ``TrainingDivergedError`` naming the epoch, step, value and settings to try.
+Checkpoints hold only tensors and plain values, loaded with ``weights_only=True``, with a
+checksum and fingerprints of the training and validation data; ``_load_checkpoint`` lists what
+makes one unusable (``CheckpointError``). The checkpoint folder is checked writable before any
+work.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +71,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import Split, stratified_sample
-from .encoders import Encoder, load_encoder
+from .encoders import POOLINGS, Encoder, load_encoder
 from .evaluate import classification_metrics, lpa_predict
 from .losses import ContrastiveLoss, CosineMSELoss, GLoss, SupConLoss, TripletLoss, mix_losses
 from .runtime import pick_device
@@ -150,7 +164,12 @@ class TrainConfig:
         return cls(**settings)
 
     def validate(self, num_classes: int | None = None) -> None:
-        """Raise ``ValueError`` naming the first bad setting and what would be valid."""
+        """Raise ``ValueError`` naming the first bad setting and what would be valid.
+
+        Every field is checked: its type (``True`` is not a number here), its range and, for
+        names, the valid choices (see also ``_check_settings``).
+        """
+        _check_settings(self)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         for name in ("epochs", "batch_size", "max_length", "lpa_reference_size"):
@@ -211,6 +230,42 @@ class TrainConfig:
                 f"batch_size {self.batch_size} cannot hold the {num_classes} classes plus one more document; "
                 f"the {self.loss!r} loss compares documents within a batch: use batch_size > {num_classes}"
             )
+
+
+def _check_settings(config: TrainConfig) -> None:
+    """The checks of ``TrainConfig.validate`` on types, booleans, names and the remaining numbers."""
+    for name in ("epochs", "batch_size", "max_length", "lpa_reference_size", "seed", "lr", "head_lr", "weight_decay",
+                 "lam", "gamma", "sigma", "temperature", "margin"):
+        if isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be a number, got the bool {getattr(config, name)!r}")
+    for name in ("amp", "lpa_eval", "progress"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}")
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**53:
+        raise ValueError(f"seed must be an int >= 0 (below 2**53), got {config.seed!r}")
+    if not isinstance(config.weight_decay, (int, float)) or not math.isfinite(config.weight_decay) \
+            or config.weight_decay < 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0 (AdamW's decoupled decay), got "
+                         f"{config.weight_decay!r}")
+    for name, used_by in (("temperature", "scl"), ("margin", "triplet")):
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} (used by the {used_by} losses) must be a finite number > 0, got {value!r}")
+    if config.pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {config.pooling!r}")
+    for name in ("model", "checkpoint_dir"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip()):
+            raise ValueError(f"{name} must be None or a non-empty path or name, got {value!r}")
+    device = config.device
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if str(device) != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or another torch device, "
+                             f"got {device!r}") from None
 
 
 @dataclass
@@ -306,24 +361,49 @@ def gradient_share(ce_term: torch.Tensor, ce_input: torch.Tensor, aux_term: torc
     return norm_aux / total if total > 0 else float("nan")
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A shuffled epoch; a last batch of fewer than 2 documents joins the one before it."""
+def _batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 2) -> list[torch.Tensor]:
+    """A shuffled epoch; a last batch of fewer than ``min_size`` documents joins the one before it.
+
+    So every batch has at least ``min_size`` documents (when ``n`` has), and the last one at
+    most ``batch_size + min_size - 1``.
+    """
     order = torch.randperm(n, generator=generator)
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) < 2:
+    if len(batches) > 1 and len(batches[-1]) < min_size:
         batches[-2] = torch.cat(batches[-2:])
         batches.pop()
     return batches
 
 
+def _min_batch_size(config: TrainConfig, num_classes: int) -> int:
+    """The fewest documents a batch may hold: 2 for CE, ``C + 1`` for a loss that compares documents.
+
+    A batch of more than ``C`` documents has some class with two members (pigeonhole), so the
+    stratified mask of G-Loss always hides at least one document while every class present
+    keeps a visible one: the trainer never builds a batch that G-Loss cannot mask.
+    """
+    return 2 if config.loss == "ce" else num_classes + 1
+
+
 def _check_data(train: Split, val: Split, config: TrainConfig) -> int:
+    for name, split in (("train", train), ("val", val)):
+        if not isinstance(split, Split):
+            raise ValueError(f"{name} must be a gloss_lite.data.Split (from load_dataset), got {type(split).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     num_classes = len(train.class_names)
     if len(train) < 2 or len(val) == 0:
         raise ValueError(f"need at least 2 training and 1 validation documents, got {len(train)} and {len(val)}")
     if tuple(val.class_names) != tuple(train.class_names):
         raise ValueError("train and val must share their class names (load them from one dataset)")
     config.validate(num_classes)
+    if len(train) < _min_batch_size(config, num_classes):
+        raise ValueError(
+            f"the {config.loss!r} loss compares documents within a batch and needs more training documents "
+            f"than classes ({num_classes}), got {len(train)}"
+        )
     return num_classes
+
 
 
 def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder: Encoder | None = None,
@@ -337,9 +417,17 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     macro-F1; with ``config.restore_best`` the returned model is the best epoch's. With ``test``,
     ``result.test_last`` scores the last epoch's model on it and, with ``restore_best``,
     ``result.test_best`` the restored one. ``on_epoch(row)`` is called with each new history row.
+
+    Raises ``ValueError`` for bad settings or data and an unwritable ``checkpoint_dir`` (all
+    before a model is loaded), ``CheckpointError`` for a checkpoint that cannot be resumed (for
+    instance one that holds more epochs than ``config.epochs``: refused, never truncated), and
+    ``TrainingDivergedError`` when the loss becomes non-finite.
     """
     config = config or TrainConfig()
     num_classes = _check_data(train, val, config)
+    checkpoint_path = _check_checkpoint_dir(config)  # an unwritable folder fails now, not after an epoch
+    fingerprint = _data_fingerprint(train, val) if checkpoint_path else None
+    state = _load_checkpoint(checkpoint_path, fingerprint, config, num_classes) if checkpoint_path else None
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     if encoder is None:
@@ -348,14 +436,6 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     head = torch.nn.Linear(encoder.dim, num_classes).to(device)
     use_amp = config.amp and device.type == "cuda"
 
-    checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME if config.checkpoint_dir else None
-    state = torch.load(checkpoint_path, map_location=device, weights_only=False) if (
-        checkpoint_path and checkpoint_path.exists()) else None
-    if state is not None and state["config"] != _comparable(config):
-        raise ValueError(
-            f"{checkpoint_path} was written by a run with another configuration; "
-            "resume with the same TrainConfig or choose another checkpoint_dir"
-        )
     if state is not None:
         sigma = state["sigma"]
     elif not isinstance(config.sigma, str):
@@ -381,11 +461,8 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     best = {"epoch": None, "score": -math.inf, "bad_epochs": 0, "stopped": False}
     best_weights = None
     if state is not None:
-        encoder.model.load_state_dict(state["encoder"])
-        head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
+        history, start_epoch = _restore(state, checkpoint_path, encoder, head, optimizer, scheduler)
+        best = dict(state["best"])
         best_path = checkpoint_path.with_name(BEST_NAME)
         if config.restore_best and best_path.exists():
             best_weights = torch.load(best_path, map_location="cpu", weights_only=True)
@@ -415,7 +492,7 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
             if improved and config.restore_best:
                 _atomic_save(best_weights, checkpoint_path.with_name(BEST_NAME))
             _save_checkpoint(checkpoint_path, encoder, head, optimizer, scheduler, history, epoch, sigma, best,
-                             config)
+                             config, fingerprint)
     encoder.eval()
     result = TrainResult(encoder, head, history, sigma, config, best_epoch=best["epoch"])
     if test is not None:
@@ -434,20 +511,24 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
     torch.manual_seed(epoch_seed)  # dropout
     if isinstance(aux_loss, GLoss):
         aux_loss.generator = torch.Generator().manual_seed(epoch_seed)  # masks
-    batches = _batches(len(train), config.batch_size, torch.Generator().manual_seed(epoch_seed))
+    batches = _batches(len(train), config.batch_size, torch.Generator().manual_seed(epoch_seed),
+                       min_size=_min_batch_size(config, head.out_features))
+    sigma = getattr(aux_loss, "sigma", None)
     totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0}
     shares = []
     mixed = aux_loss is not None and config.loss.endswith("+ce")
     parameters = [*encoder.parameters(), *head.parameters()]
     encoder.train()
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
-    for batch in bar:
+    for step, batch in enumerate(bar, start=1):
         texts = [train.texts[i] for i in batch.tolist()]
         labels = train.labels[batch].to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             embeddings = encoder(texts).float()  # the step's encoder pass
             aux_embeddings = encoder(texts).float() if aux_loss is not None and config.encoder_passes == 2 \
                 else embeddings  # the authors' second pass: other dropout, same weights
+        _check_finite("the embeddings", embeddings, epoch, step, len(batches), config, sigma)
+        _check_finite("the embeddings of the second pass", aux_embeddings, epoch, step, len(batches), config, sigma)
         ce = F.cross_entropy(head(embeddings), labels, weight=weights)
         if aux_loss is None:
             loss, aux = ce, torch.zeros(())
@@ -460,6 +541,7 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
             else:  # the head learns on detached embeddings; the encoder sees the aux loss only
                 ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights)
                 loss = aux + ce
+        _check_finite("the loss", loss, epoch, step, len(batches), config, sigma, terms={"ce": ce, "aux": aux})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -478,7 +560,170 @@ def _comparable(config: TrainConfig) -> dict:
     for key in ("epochs", "checkpoint_dir", "progress", "device"):
         settings.pop(key)
     settings["lr_milestones"] = list(settings["lr_milestones"])
-    return settings
+    return _plain(settings)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: unreadable, damaged, or from another run."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or the embeddings became NaN or infinite during training."""
+
+
+CHECKPOINT_FORMAT = 2  # the layout _save_checkpoint writes; older files are refused, not misread
+
+
+def _plain(value):
+    """``value`` with tuples, paths, tensors and NumPy scalars turned into plain lists, strings and numbers.
+
+    A checkpoint holds only tensors (the weights) and such plain values, so ``torch.load(...,
+    weights_only=True)`` can read it without running any code from the file.
+    """
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # a NumPy scalar
+        return value.item()
+    return value
+
+
+def _split_fingerprint(split: Split) -> str:
+    """SHA-256 of a split's class names, texts (each length-prefixed) and labels."""
+    digest = hashlib.sha256(json.dumps(list(split.class_names)).encode())
+    for text in split.texts:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little") + data)
+    digest.update(split.labels.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _data_fingerprint(train: Split, val: Split) -> dict:
+    """The fingerprints of the training and validation data a checkpoint was written for."""
+    return {"train": _split_fingerprint(train), "val": _split_fingerprint(val)}
+
+
+def _update_digest(digest, value) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{tensor.dtype}{tuple(value.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _update_digest(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _update_digest(digest, item)
+    else:
+        digest.update(f"V{value!r}".encode())
+
+
+def _checksum(state: dict) -> str:
+    """SHA-256 over every tensor byte and value of a checkpoint, its "checksum" entry left out."""
+    digest = hashlib.sha256()
+    _update_digest(digest, {key: value for key, value in state.items() if key != "checksum"})
+    return digest.hexdigest()
+
+
+def _check_checkpoint_dir(config: TrainConfig) -> Path | None:
+    """The checkpoint file of ``config.checkpoint_dir`` (None without one), once the folder is known writable.
+
+    Creates the folder and writes (and removes) a test file in it, so that a path that is a
+    file, a read-only folder or a full disk fails before any model is loaded or trained.
+    """
+    if config.checkpoint_dir is None:
+        return None
+    folder = Path(config.checkpoint_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"checkpoint_dir {str(folder)!r} is a file, not a folder; choose a folder for the checkpoints")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"checkpoint_dir {str(folder)!r} is not writable ({type(error).__name__}: {error.strerror or error}); "
+            "choose a folder you can write to, or checkpoint_dir=None"
+        ) from None
+    return folder / CHECKPOINT_NAME
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _load_checkpoint(path: Path, fingerprint: dict, config: TrainConfig, num_classes: int) -> dict | None:
+    """The verified contents of the checkpoint at ``path``; None when there is none yet.
+
+    Loaded with ``weights_only=True`` (a shared checkpoint cannot run code), then checked, each
+    failure a ``CheckpointError`` that names the file and what to do: readable at all
+    (truncated, empty or garbage files), written by this version, its checksum (any changed
+    byte), its head's number of classes, the fingerprints of the training and validation data,
+    the settings (the error lists those that differ), finite parameters, and no more finished
+    epochs than ``config.epochs`` (a longer run is never returned as a shorter one; ask for at
+    least as many epochs, or choose another ``checkpoint_dir``).
+    """
+    if not path.exists():
+        return None
+    fix = f"delete {path} to train from the start, or choose another checkpoint_dir"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(error)}); it may be truncated, "
+                              f"damaged or not a checkpoint at all: {fix}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint in the format this version writes: {fix}")
+    if state.get("checksum") != _checksum(state):
+        raise CheckpointError(f"{path} is damaged: its contents do not match the checksum written with them: {fix}")
+    saved_classes = state["head"]["weight"].shape[0]
+    if saved_classes != num_classes:
+        raise CheckpointError(f"{path} holds a head for {saved_classes} classes, but this data has {num_classes}: "
+                              f"it is from a run on other data; {fix}")
+    for split in ("train", "val"):
+        if state["data"][split] != fingerprint[split]:
+            raise CheckpointError(f"{path} was written for other {split} documents (their texts or labels differ "
+                                  f"from these); resume with the same data, or {fix}")
+    settings = _comparable(config)
+    changed = sorted(key for key in set(settings) | set(state["config"])
+                     if settings.get(key) != state["config"].get(key))
+    if changed:
+        shown = ", ".join(f"{key} = {state['config'].get(key)!r} there, {settings.get(key)!r} now" for key in changed)
+        raise CheckpointError(f"{path} was written by a run with another configuration ({shown}); resume with "
+                              f"the same TrainConfig, or {fix}")
+    weights = [*state["encoder"].values(), *state["head"].values()]
+    if not all(torch.isfinite(t).all() for t in weights if t.is_floating_point()):
+        raise CheckpointError(f"{path} holds NaN or infinite parameters (the run diverged); {fix}")
+    finished = state["epoch"] + 1
+    if finished > config.epochs:
+        raise CheckpointError(
+            f"{path} holds {finished} finished epochs but epochs={config.epochs} was asked for; a shorter run cannot "
+            f"be recovered from it: ask for epochs >= {finished}, or choose another checkpoint_dir"
+        )
+    return state
+
+
+def _restore(state: dict, path: Path, encoder, head, optimizer, scheduler) -> tuple[list, int]:
+    """Load a verified checkpoint into the model, optimiser and schedule; return (history, first epoch to run)."""
+    try:
+        encoder.model.load_state_dict(state["encoder"])
+        head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{path} does not fit this model ({_first_line(error)}); it was written for another encoder: resume "
+            f"with the same model, or delete it or choose another checkpoint_dir"
+        ) from None
+    return [dict(row) for row in state["history"]], state["epoch"] + 1
 
 
 def _weights(encoder, head) -> dict:
@@ -494,12 +739,45 @@ def _atomic_save(state, path: Path) -> None:
     partial.replace(path)  # atomic: an interruption mid-write leaves the previous file intact
 
 
-def _save_checkpoint(path: Path, encoder, head, optimizer, scheduler, history, epoch, sigma, best, config) -> None:
-    _atomic_save({
+def _save_checkpoint(path: Path, encoder, head, optimizer, scheduler, history, epoch, sigma, best, config,
+                     fingerprint) -> None:
+    """Write the run's state after ``epoch`` atomically: only tensors and plain values, with a checksum."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
         "encoder": encoder.model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch, "sigma": sigma, "best": best,
-        "config": _comparable(config),
-    }, path)
+        "scheduler": _plain(scheduler.state_dict()), "history": _plain(history), "epoch": epoch,
+        "sigma": _plain(sigma), "best": _plain(best), "config": _comparable(config), "data": fingerprint,
+    }
+    state["checksum"] = _checksum(state)
+    _atomic_save(state, path)
+
+
+def _check_finite(what: str, value: torch.Tensor, epoch: int, step: int, steps: int, config: TrainConfig,
+                  sigma=None, terms: dict | None = None) -> None:
+    """Stop the run with ``TrainingDivergedError`` if ``value`` holds NaN or Inf.
+
+    Checked after the encoder pass and before the optimiser step, so the step that diverged is
+    never applied and no checkpoint of a diverged model is written. The message names the epoch,
+    the step, the value and the settings to try.
+    """
+    if torch.isfinite(value.detach()).all():
+        return
+    shown = f"{float(value.detach())}" if value.numel() == 1 else "NaN or infinite in some rows"
+    if terms:
+        shown += " (" + ", ".join(f"{key} = {float(term.detach())}" for key, term in terms.items()) + ")"
+    advice = [f"a lower lr (now {config.lr:g}; try {config.lr / 10:g}) and head_lr (now {config.head_lr:g})"]
+    if config.amp and str(config.device) != "cpu":
+        advice.append("amp=False (bfloat16 autocast is on where CUDA is)")
+    kind = config.loss.removesuffix("+ce")
+    if kind == "gloss":
+        estimated = f", estimated {sigma:.4g}" if isinstance(config.sigma, str) and isinstance(sigma, float) else ""
+        advice.append(f"a larger sigma (now {config.sigma!r}{estimated})")
+    elif kind == "scl":
+        advice.append(f"a larger temperature (now {config.temperature:g})")
+    raise TrainingDivergedError(
+        f"training diverged at epoch {epoch + 1}, step {step} of {steps} (loss {config.loss!r}): {what} = {shown}; "
+        f"the run stopped before this step changed the model. Try {', '.join(advice)}"
+    )
 
 
 def tune(

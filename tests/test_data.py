@@ -21,6 +21,7 @@ SHARED_README = REPO_ROOT.parent / "shared" / "data" / "README.md"
 # Read before the autouse fixture below clears the variable for every test.
 BENCHMARK_DATA = os.environ.get("GLOSS_LITE_DATA")
 REAL_PROJECT_DATA_DIR = data.PROJECT_DATA_DIR
+REAL_ROWS = {name: info.get("rows") for name, info in data.BENCHMARKS.items()}
 
 
 @pytest.fixture(autouse=True)
@@ -70,11 +71,28 @@ def test_int_labels_take_benchmark_class_names(tmp_path):
 
 
 def test_int_labels_of_unknown_dataset_are_named_by_id(tmp_path):
-    write_dataset(tmp_path, "ids", ["a,0", "b,2", "c,02"], ["d,1"], ["e,2"])
+    write_dataset(tmp_path, "ids", ["a,0", "b,2", "c,02", "d,1"], ["d,1"], ["e,2"])
     ds = data.load_dataset("ids", data_dir=tmp_path)
     assert ds.class_names == ("0", "1", "2")
-    assert ds.train.labels.tolist() == [0, 2, 2]
+    assert ds.train.labels.tolist() == [0, 2, 2, 1]
     assert ds.val.labels.tolist() == [1]
+
+
+def test_int_labels_make_only_the_classes_present_in_train(tmp_path):
+    write_dataset(tmp_path, "ids", ["a,0", "b,5", "c,5"], ["d,0"], ["e,5"])
+    ds = data.load_dataset("ids", data_dir=tmp_path)
+    assert ds.class_names == ("0", "5") and ds.num_classes == 2  # no phantom classes 1..4
+    assert ds.train.labels.tolist() == [0, 1, 1]
+    assert ds.test.labels.tolist() == [1]
+    write_dataset(tmp_path, "idcol", ["a,0", "b,2000000"], ["c,0"], ["d,2000000"])
+    assert data.load_dataset("idcol", data_dir=tmp_path).class_names == ("0", "2000000")
+
+
+def test_an_int_label_that_train_lacks_is_an_error(tmp_path):
+    folder = write_dataset(tmp_path, "ids", ["a,0", "b,2"], ["c,1"], ["d,2"])
+    with pytest.raises(ValueError, match=r"label\(s\) '1' in the val split not seen in train \(ids 0, 2\)") as info:
+        data.load_dataset("ids", data_dir=tmp_path)
+    assert str(folder / "val.csv") in str(info.value)
 
 
 def test_string_labels_are_sorted_class_names(tmp_path):
@@ -194,7 +212,8 @@ GOOD = (["a,x", "b,y"], ["c,x"], ["d,y"])
         ("toy", (["a,x", "b,y"], ["c,x"], ["d,w", "e,v"]), "text,label", "test.csv",
          r"'v', 'w' in the test split not seen"),
         ("toy", (["a,x", ",y"], ["c,x"], ["d,y"]), "text,label", "train.csv", "empty text in row 2"),
-        ("toy", (["a,x", "b,y"], ["c,x", "d"], ["d,y"]), "text,label", "val.csv", "empty label in row 2"),
+        ("toy", (["a,x", "b,y"], ["c,x", "d"], ["d,y"]), "text,label", "val.csv",
+         r"row 2 \(line 3\) has 1 field\(s\), the header has 2"),
         ("toy", (["a,x", "b,y"], ["c,x"], ["d,y", "e, "]), "text,label", "test.csv", "empty label in row 2"),
         ("mr", (["a,0", "b,2"], ["c,0"], ["d,1"]), "text,label", "train.csv",
          r"'2' outside the known class list of 'mr'"),
@@ -219,6 +238,87 @@ def test_empty_file_raises_clear_error(tmp_path):
     (folder / "test.csv").write_text("")
     with pytest.raises(ValueError, match=re.escape(f"{folder / 'test.csv'}: the file is empty")):
         data.load_dataset("toy", data_dir=tmp_path)
+
+
+def test_an_unquoted_comma_is_an_error_naming_file_row_and_fix(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\n"quoted, fine",pos\nnot quoted, cut here,neg\n')
+    pattern = r"row 2 \(line 3\) has 3 field\(s\), the header has 2 .*must be quoted"
+    with pytest.raises(ValueError, match=pattern) as info:
+        data.read_split(path)
+    assert str(path) in str(info.value)
+    path.write_text("text,label\nfine,pos\n")
+    assert data.read_split(path) == (["fine"], ["pos"])
+
+
+def test_an_unquoted_comma_with_an_index_column_is_an_error(tmp_path):
+    # pandas would take the first piece as a row index and keep the rest: texts cut silently
+    folder = write_dataset(tmp_path, "toy", ["a b,x", "c, d,y"], ["e,x"], ["f,y"])
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\) has 3 field") as info:
+        data.load_dataset("toy", data_dir=tmp_path)
+    assert str(folder / "train.csv") in str(info.value)
+
+
+def test_an_unclosed_quote_is_an_error_with_the_path(tmp_path):
+    path = tmp_path / "val.csv"
+    path.write_text('text,label\n"never closed,pos\nnext,neg\n')
+    with pytest.raises(ValueError, match=r"unreadable CSV near line \d+ .*closing quote") as info:
+        data.read_split(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_file_that_is_not_utf8_is_an_error_with_the_path(tmp_path):
+    path = tmp_path / "test.csv"
+    path.write_bytes("text,label\ncaf\u00e9 cr\u00e8me,pos\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 14, on line 2.*save the file as UTF-8") as info:
+        data.read_split(path)
+    assert str(path) in str(info.value)
+    path.write_bytes("\ufefftext,label\ncaf\u00e9,pos\n".encode("utf-8"))  # a byte-order mark is fine
+    assert data.read_split(path) == (["caf\u00e9"], ["pos"])
+
+
+def test_blank_lines_are_skipped_and_rows_still_counted_right(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("text,label\n\na,x\n\n,y\n")
+    with pytest.raises(ValueError, match=r"empty text in row 2 \(line 5;"):
+        data.read_split(path)
+
+
+def test_a_repeated_column_is_an_error(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("text,label,text\na,x,b\n")
+    with pytest.raises(ValueError, match=r"column\(s\) \['text'\] appear more than once"):
+        data.read_split(path)
+
+
+@pytest.mark.parametrize("missing", ["val", "test", "train"])
+def test_a_missing_split_file_is_named_not_an_unknown_dataset(tmp_path, isolated, missing):
+    folder = toy(tmp_path)
+    toy(isolated)  # another complete copy must not be used silently instead
+    (folder / f"{missing}.csv").unlink()
+    with pytest.raises(data.DatasetNotFoundError, match=rf"holds .* but not {missing}.csv") as info:
+        data.load_dataset("toy", data_dir=tmp_path)
+    assert str(folder) in str(info.value) and "unknown dataset" not in str(info.value)
+
+
+def test_a_benchmark_missing_a_split_is_not_downloaded(tmp_path, monkeypatch):
+    folder = write_dataset(tmp_path, "mr", ["a,0", "b,1"], ["c,0"], ["d,1"])
+    (folder / "val.csv").unlink()
+    monkeypatch.setattr(data, "download_benchmark", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(data.DatasetNotFoundError, match="but not val.csv"):
+        data.load_dataset("mr", data_dir=tmp_path)
+
+
+def test_published_sizes_are_recorded_for_the_benchmarks():
+    if not SHARED_README.exists():
+        pytest.skip(f"{SHARED_README} not found")
+    table = {
+        name: {"train": int(train), "val": int(val), "test": int(test)}
+        for name, train, val, test in re.findall(
+            r"^\| `(\w+)`\s*\|[^|]*\|[^|]*\| (\d+) \| (\d+) \| (\d+) \|$", SHARED_README.read_text(), re.M)
+    }
+    for name in ("mr", "r8", "r52"):
+        assert REAL_ROWS[name] == table[name]
 
 
 # ---------------------------------------------------------------------------
@@ -521,6 +621,18 @@ def test_sample_none_or_large_returns_the_split_and_bad_size_is_refused():
     assert split.sample(None).texts == split.texts and split.sample(10).texts == split.texts
     with pytest.raises(ValueError, match="sample size must be >= 1"):
         split.sample(0)
+
+
+def test_bad_sample_sizes_seeds_and_names_are_refused(tmp_path):
+    split = _split([0, 1, 2, 0])
+    for size in (2.5, True, "2"):
+        with pytest.raises(ValueError, match="sample size must be an int >= 1 or None"):
+            split.sample(size)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        split.sample(2, seed=0.5)
+    for name in (None, "", 3):
+        with pytest.raises(ValueError, match="dataset name must be a non-empty string"):
+            data.load_dataset(name, data_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------

@@ -76,6 +76,67 @@ def test_texts_must_be_a_list_of_strings(encoder):
         encoder("just one string")
 
 
+def test_embed_refuses_one_string_instead_of_embedding_its_characters(encoder):
+    with pytest.raises(ValueError, match=r"got a single str \('a sentence'\); pass \[text\]"):
+        encoder.embed("a sentence")
+    with pytest.raises(ValueError, match="item 1 is a int"):
+        encoder.embed(["fine", 3])
+    with pytest.raises(ValueError, match="item 0 is a bytes"):
+        encoder([b"bytes"])
+    assert encoder.embed(("a sentence",)).shape == (1, 384)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        encoder.embed(["a", "b"], batch_size=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tmp_path_factory):
+    """A complete model folder, as save_pretrained writes it: a tiny BERT and the offline tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def copy_without(source, target, drop=()):
+    target.mkdir()
+    for path in source.iterdir():
+        if path.name not in drop:
+            (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_a_complete_model_folder_loads(tiny_model_folder):
+    assert load_encoder(tiny_model_folder, device="cpu").dim == 16
+
+
+def test_an_empty_or_incomplete_model_folder_is_a_clear_error(tiny_model_folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty' is incomplete: it lacks config.json; the weights .*folder is empty"):
+        load_encoder(tmp_path / "empty")
+    no_weights = copy_without(tiny_model_folder, tmp_path / "no_weights", drop=("model.safetensors",))
+    with pytest.raises(ValueError, match=r"no_weights' is incomplete: it lacks the weights \(model.safetensors"):
+        load_encoder(no_weights)
+    no_tokenizer = copy_without(tiny_model_folder, tmp_path / "no_tok", drop=("tokenizer.json", "vocab.txt"))
+    with pytest.raises(ValueError, match=r"no_tok' is incomplete: it lacks a tokenizer"):
+        load_encoder(no_tokenizer)
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        load_encoder(tmp_path / "weights.bin")
+
+
+def test_damaged_weights_are_a_clear_error(tiny_model_folder, tmp_path):
+    damaged = copy_without(tiny_model_folder, tmp_path / "damaged")
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(OSError, match=r"could not read the model files in .*damaged.*copy the folder again"):
+        load_encoder(damaged)
+
+
 def test_loaded_encoder_is_in_eval_mode_so_forward_is_deterministic():
     fresh = load_encoder(device="cpu")
     assert not fresh.training and not fresh.model.training

@@ -146,3 +146,44 @@ def test_class_structure_measures_by_hand():
     assert block_contrast(w, labels) == pytest.approx((12 / 4) / (8 / 8))
     with pytest.raises(ValueError, match="at least two classes"):
         block_contrast(w, torch.zeros(4, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "sigma, dtype, message",
+    [
+        (1e200, torch.float64, r"sigma = 1e\+200 is too large for torch.float64: every weight .* rounds to 1"),
+        (1e5, torch.float32, r"sigma = 100000 is too large for torch.float32"),
+        (1e-200, torch.float64, r"sigma = 1e-200 is too small for torch.float64"),
+        (1e-25, torch.float32, r"sigma = 1e-25 is too small for torch.float32"),
+    ],
+)
+def test_sigma_for_which_the_kernel_is_degenerate_is_refused(sigma, dtype, message):
+    with pytest.raises(ValueError, match=message):
+        gaussian_affinity(random_embeddings(dtype=dtype), sigma)
+
+
+def test_the_degenerate_bounds_are_where_the_kernel_really_degenerates():
+    e = random_embeddings(dtype=torch.float32)
+    w = gaussian_affinity(e, 5e3)  # below the bound: the weights still differ
+    assert len(torch.unique(w[~torch.eye(len(w), dtype=torch.bool)])) > 1
+    unit = torch.nn.functional.normalize(e, dim=1)
+    exponent = (unit @ unit.T - 1.0) / 1e5**2  # above it: every off-diagonal weight is exactly 1
+    assert torch.all(exponent.exp() == 1.0)
+
+
+def test_sigma_tensors_must_be_0d_floats():
+    e = random_embeddings()
+    with pytest.raises(ValueError, match=r"0-d float tensor, got a torch.float32 tensor of shape \(2,\)"):
+        gaussian_affinity(e, torch.tensor([0.5, 0.7]))
+    with pytest.raises(ValueError, match=r"shape \(1,\)"):
+        gaussian_affinity(e, torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="torch.int64 tensor"):
+        gaussian_affinity(e, torch.tensor(1))
+    torch.testing.assert_close(gaussian_affinity(e, torch.tensor(0.7, dtype=torch.float64)), gaussian_affinity(e, 0.7))
+
+
+def test_a_log_affinity_with_nan_or_plus_inf_is_refused():
+    log_w = gaussian_affinity(random_embeddings(), 0.5, log=True)
+    log_w[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="log affinity must be free of NaN and \\+inf"):
+        transition_matrix(log_w, log=True)

@@ -149,6 +149,69 @@ def test_bad_inputs_are_refused():
         GLoss(3, -1.0)
 
 
+def test_class_weights_that_are_all_zero_are_refused():
+    e, y, mask = batch()
+    with pytest.raises(ValueError, match="class_weights are all 0"):
+        g_loss(e, y, mask, sigma=1.0, num_classes=3, class_weights=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="class_weights are all 0"):
+        GLoss(3, 1.0, class_weights=torch.zeros(3))
+
+
+def test_class_weights_zero_on_every_hidden_class_are_refused():
+    e, y, _ = batch()
+    mask = y != 2  # classes 0 and 1 all visible; class 2 hidden, but also needs a visible node
+    mask[2] = True  # one visible node of class 2 (y[2] == 2)
+    weights = torch.tensor([1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match=r"class_weights are 0 for every hidden class \(\[2\]\)"):
+        g_loss(e, y, mask, sigma=1.0, num_classes=3, class_weights=weights)
+    loss = g_loss(e, y, mask, sigma=1.0, num_classes=3, class_weights=torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_labels_of_any_integer_width_give_the_int64_loss(dtype):
+    e, y, mask = batch()
+    torch.testing.assert_close(g_loss(e, y.to(dtype), mask, sigma=0.6, num_classes=3),
+                               g_loss(e, y, mask, sigma=0.6, num_classes=3))
+    module = GLoss(3, 0.6, seed=0)
+    assert torch.isfinite(module(e, y.to(dtype)))
+
+
+def test_bool_labels_are_refused():
+    e, y, mask = batch(num_classes=2)
+    with pytest.raises(ValueError, match="labels must be a 1-D integer tensor of class ids, got a torch.bool"):
+        g_loss(e, y.bool(), mask, sigma=1.0, num_classes=2)
+
+
+def test_float16_embeddings_reach_the_solve_as_float32():
+    e, y, mask = batch(dtype=torch.float32)
+    half = e.half().requires_grad_()
+    loss = g_loss(half, y, mask, sigma=0.6, num_classes=3)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, g_loss(half.detach().float(), y, mask, sigma=0.6, num_classes=3))
+    loss.backward()
+    assert half.grad.dtype == torch.float16 and torch.isfinite(half.grad).all()
+
+
+def test_gloss_refuses_a_sigma_tensor_of_more_than_one_value():
+    with pytest.raises(ValueError, match=r"0-d float tensor, got a torch.float32 tensor of shape \(2,\)"):
+        GLoss(3, torch.tensor([0.5, 0.7]))
+    with pytest.raises(ValueError, match=r"sigma = 1e\+200 is too large"):
+        g_loss(*batch(), sigma=1e200, num_classes=3)
+
+
+def test_gloss_keeps_a_0d_sigma_tensor_so_its_gradient_flows():
+    e, y, _ = batch()
+    sigma = torch.nn.Parameter(torch.tensor(0.6, dtype=torch.float64))
+    module = GLoss(3, sigma, seed=0)
+    assert module.sigma is sigma and any(p is sigma for p in module.parameters())
+    loss = module(e, y)
+    torch.testing.assert_close(loss, g_loss(e, y, module.last_mask, sigma=0.6, num_classes=3))
+    loss.backward()
+    assert sigma.grad is not None and torch.isfinite(sigma.grad) and sigma.grad != 0
+    assert "sigma=0.6" in repr(module)
+
+
 def test_divide_by_hidden_is_the_authors_extra_division_by_the_hidden_count():
     e, y, mask = batch()
     hidden = int((~mask).sum())

@@ -97,3 +97,59 @@ def test_bad_inputs_are_refused():
         propagate(t, y, mask, 3, method="magic")
     with pytest.raises(ValueError, match="num_classes"):
         propagate(t, y, mask, 0)
+
+
+def test_a_transition_with_nan_is_refused():
+    e, y, mask = clustered_problem()
+    t = transition_matrix(gaussian_affinity(e, 0.5))
+    t[3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"transition holds NaN or Inf \(rows \[3\]\)"):
+        propagate(t, y, mask, 3)
+
+
+def test_a_matrix_whose_rows_do_not_sum_to_one_is_refused():
+    e, y, mask = clustered_problem()
+    w = gaussian_affinity(e, 0.5)  # an affinity, not yet a transition matrix
+    with pytest.raises(ValueError, match=r"rows must sum to 1 .* row \d+ sums to .*transition_matrix\(W\)"):
+        propagate(w, y, mask, 3)
+    t = transition_matrix(w)
+    negative = t.clone()
+    negative[0, 1], negative[0, 2] = negative[0, 1] + 0.5, negative[0, 2] - 0.5
+    with pytest.raises(ValueError, match=r"negative entries \(rows \[0\]\)"):
+        propagate(negative, y, mask, 3)
+    with pytest.raises(ValueError, match="float tensor"):
+        propagate((t > 0.1).long(), y, mask, 3)
+
+
+@pytest.mark.parametrize("teleport", [-0.1, 1.5, float("nan"), True])
+def test_teleport_outside_zero_one_is_refused(teleport):
+    e, y, mask = clustered_problem()
+    t = transition_matrix(gaussian_affinity(e, 0.5))
+    with pytest.raises(ValueError, match=r"teleport .* must lie in \[0, 1\]"):
+        propagate(t, y, mask, 3, teleport=teleport)
+    with pytest.raises(ValueError, match="max_iter must be a positive int"):
+        propagate(t, y, mask, 3, method="iterative", max_iter=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_integer_labels_of_any_width_give_the_int64_result(dtype):
+    e, y, mask = clustered_problem()
+    t = transition_matrix(gaussian_affinity(e, 0.5))
+    torch.testing.assert_close(propagate(t, y.to(dtype), mask, 3), propagate(t, y, mask, 3))
+
+
+def test_bool_labels_are_refused_with_a_hint():
+    e, y, mask = clustered_problem(num_classes=2)
+    t = transition_matrix(gaussian_affinity(e, 0.5))
+    with pytest.raises(ValueError, match=r"got a torch.bool tensor .*swap labels and labeled_mask"):
+        propagate(t, y.bool(), mask, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_solved_in_float32_and_returned_in_its_dtype(dtype):
+    e, y, mask = clustered_problem()
+    t = transition_matrix(gaussian_affinity(e, 0.5))
+    low = t.to(dtype)
+    f = propagate(low, y, mask, 3)
+    assert f.dtype == dtype
+    torch.testing.assert_close(f.float(), propagate(t, y, mask, 3).float(), atol=0.02, rtol=0)

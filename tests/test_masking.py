@@ -64,3 +64,8 @@ def test_too_few_nodes_and_no_hidden_node_are_refused():
         split_mask(torch.tensor([0, 1, 2]), 0.5)
     with pytest.raises(ValueError, match="1-D integer tensor"):
         split_mask(torch.tensor([0.0, 1.0]), 0.5)
+
+
+def test_bool_labels_are_refused_as_a_mask_not_labels():
+    with pytest.raises(ValueError, match="a bool tensor is a mask, not labels"):
+        split_mask(torch.tensor([True, False, True, False]), 0.5)

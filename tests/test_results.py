@@ -90,3 +90,43 @@ def test_recipes_are_kept_apart_and_compared_with_their_own_ce(tmp_path):
     first = "first epoch >= ce's best val"
     assert summary.loc[("mr", "course", "gloss+ce"), first] == 1  # 0.7 reaches the course CE's 0.7
     assert math.isnan(summary.loc[("mr", "authors", "gloss+ce"), first])  # never reaches the authors' CE's 0.8
+
+
+@pytest.mark.parametrize(
+    "column, value, expected",
+    [
+        ("val_accuracy", "70", "a score between 0 and 1"),
+        ("val_accuracy", "-0.5", "a score between 0 and 1"),
+        ("val_accuracy", "inf", "a score between 0 and 1"),
+        ("test_accuracy", "1.2", "a score between 0 and 1"),
+        ("val_macro_f1", "-inf", "a score between 0 and 1"),
+        ("seed", "0.5", "a whole number"),
+        ("epoch", "1.5", "a whole number >= 0"),
+        ("epoch", "-1", "a whole number >= 0"),
+        ("seconds", "-3", "a finite number >= 0"),
+    ],
+)
+def test_impossible_values_are_errors_naming_file_column_and_line(tmp_path, column, value, expected):
+    row = {"dataset": "mr", "loss": "ce", "seed": "0", "epoch": "2", "val_accuracy": "0.7",
+           "val_macro_f1": "0.6", "test_accuracy": "0.7", "seconds": "3"}
+    good = ",".join(row.values())
+    row[column] = value
+    path = write(tmp_path, ",".join(row) + "\n" + good + "\n" + ",".join(row.values()) + "\n")
+    with pytest.raises(ValueError, match=rf"line 3: {column} = .* is not {expected}") as info:
+        read_results(path)
+    assert str(path) in str(info.value)
+
+
+def test_fractional_seeds_are_an_error_not_merged_into_one_run(tmp_path):
+    path = write(tmp_path, "dataset,loss,seed,epoch,val_accuracy\nmr,ce,0.5,1,0.7\nmr,ce,0.7,1,0.8\n")
+    with pytest.raises(ValueError, match=r"line 2: seed = 0.5 is not a whole number"):
+        read_results(path)
+
+
+def test_an_empty_or_unreadable_results_file_names_the_path(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ValueError, match=r"results.csv is empty; a results file has a header line dataset,loss"):
+        read_results(path)
+    path.write_bytes("dataset,loss,seed,epoch,val_accuracy\nmr,c\xe9,0,1,0.7\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"results.csv is not a readable CSV \(UnicodeDecodeError"):
+        read_results(path)

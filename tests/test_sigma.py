@@ -49,6 +49,17 @@ def test_bad_inputs_are_refused():
         sigma_sqrt(torch.tensor([[1.0, float("inf")], [0.0, 1.0]]))
 
 
+def test_class_names_and_other_non_ids_are_refused_by_sigma_dicm():
+    e = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="integer class ids, got strings; map each class name to an id"):
+        sigma_dicm(e, ["pos", "neg", "pos", "neg"])
+    with pytest.raises(ValueError, match="integer class ids, got torch.float32"):
+        sigma_dicm(e, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="integer class ids, got torch.bool"):
+        sigma_dicm(e, torch.tensor([True, False, True, False]))
+    assert sigma_dicm(e, [0, 1, 0, 1]) == sigma_dicm(e, torch.tensor([0, 1, 0, 1], dtype=torch.int32))
+
+
 def test_authors_sqrt_takes_the_median_of_the_full_matrix_with_its_zero_diagonal():
     e = torch.randn(7, 4, generator=torch.Generator().manual_seed(3))
     rows = unit_rows(e)

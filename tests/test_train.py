@@ -1,5 +1,8 @@
 """The trainer on a tiny randomly initialised BERT (fast), with the offline tokenizer."""
 
+import os
+import zipfile
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -10,8 +13,9 @@ from gloss_lite.encoders import Encoder, default_model_path
 from gloss_lite.evaluate import classification_metrics, lpa_predict
 from gloss_lite.graph import gaussian_affinity, transition_matrix
 from gloss_lite.lpa import propagate
+from gloss_lite.masking import split_mask
 from gloss_lite.sigma import sigma_dicm, sigma_sqrt
-from gloss_lite.train import LOSSES, TrainConfig, fit, tune
+from gloss_lite.train import LOSSES, CheckpointError, TrainConfig, TrainingDivergedError, fit, tune
 
 TOKENIZER = AutoTokenizer.from_pretrained(default_model_path())
 
@@ -118,6 +122,29 @@ def test_sigma_rules_are_estimated_on_the_initial_training_embeddings(rule, esti
         ({"batch_size": 2}, "batch_size 2 cannot hold the 2 classes plus one more document"),
         ({"scheme": "sym"}, "scheme must be"),
         ({"triplet_mining": "semi"}, "triplet_mining must be one of"),
+        ({"weight_decay": -0.1}, r"weight_decay must be a finite number >= 0"),
+        ({"weight_decay": float("nan")}, r"weight_decay must be a finite number >= 0"),
+        ({"weight_decay": "0.01"}, r"weight_decay must be a finite number >= 0"),
+        ({"temperature": 0.0}, r"temperature \(used by the scl losses\) must be a finite number > 0"),
+        ({"temperature": float("inf")}, r"temperature .* must be a finite number > 0"),
+        ({"margin": -0.1}, r"margin \(used by the triplet losses\) must be a finite number > 0"),
+        ({"seed": -1}, r"seed must be an int >= 0"),
+        ({"seed": 0.5}, r"seed must be an int >= 0"),
+        ({"seed": True}, "seed must be a number, got the bool True"),
+        ({"lr": True}, "lr must be a number, got the bool True"),
+        ({"lam": True}, "lam must be a number, got the bool True"),
+        ({"sigma": True}, "sigma must be a number, got the bool True"),
+        ({"head_lr": float("nan")}, "head_lr must be a positive number"),
+        ({"amp": "no"}, r"amp must be True or False, got 'no'"),
+        ({"lpa_eval": 1}, "lpa_eval must be True or False, got 1"),
+        ({"progress": None}, "progress must be True or False"),
+        ({"device": "gpu"}, r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or another torch device, got 'gpu'"),
+        ({"device": 0}, r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 0"),
+        ({"model": ""}, "model must be None or a non-empty path or name"),
+        ({"model": 3}, "model must be None or a non-empty path or name, got 3"),
+        ({"pooling": "max"}, r"pooling must be one of \('mean', 'cls'\)"),
+        ({"checkpoint_dir": ""}, "checkpoint_dir must be None or a non-empty path"),
+        ({"max_length": 1.5}, "max_length must be a positive int"),
     ],
 )
 def test_bad_configurations_fail_at_once(changes, message, splits, monkeypatch):
@@ -156,6 +183,239 @@ def test_classification_metrics_match_their_definitions():
     assert metrics["accuracy"] == pytest.approx(3 / 5)
     f1 = [2 * 1 / (2 * 1 + 1 + 1), 2 * 2 / (2 * 2 + 1 + 0), 0.0]  # per class: 2TP / (2TP + FP + FN)
     assert metrics["macro_f1"] == pytest.approx(sum(f1) / 3)
+
+
+# ---------------------------------------------------------------------------
+# Misuse: nothing lost, nothing silently wrong
+
+
+def no_model(monkeypatch):
+    monkeypatch.setattr(train_module, "load_encoder", lambda *a, **k: pytest.fail("loaded a model first"))
+
+
+def test_a_checkpoint_dir_that_is_a_file_fails_before_any_work(splits, tmp_path, monkeypatch):
+    train, val = splits
+    no_model(monkeypatch)
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(ValueError, match=r"checkpoint_dir .*notes.txt' is a file, not a folder"):
+        fit(train, val, quick(checkpoint_dir=str(path)))
+    with pytest.raises(ValueError, match=r"checkpoint_dir .*notes.txt/run' is not writable"):
+        fit(train, val, quick(checkpoint_dir=str(path / "run")))
+    assert path.read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_checkpoint_dir_fails_before_any_work(splits, tmp_path, monkeypatch):
+    train, val = splits
+    no_model(monkeypatch)
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(ValueError, match=r"checkpoint_dir .*locked' is not writable \(PermissionError"):
+            fit(train, val, quick(checkpoint_dir=str(folder)))
+    finally:
+        folder.chmod(0o700)
+
+
+def test_an_unwritable_checkpoint_dir_is_found_by_writing_a_test_file(splits, tmp_path, monkeypatch):
+    train, val = splits
+    no_model(monkeypatch)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(train_module.tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(ValueError, match=r"is not writable \(PermissionError: Permission denied\); choose a folder"):
+        fit(train, val, quick(checkpoint_dir=str(tmp_path / "ckpt")))
+
+
+@pytest.mark.parametrize("loss", ["ce", "scl", "triplet", "gloss+ce"])
+def test_a_diverging_run_stops_with_epoch_step_and_settings_to_try(loss, splits, tmp_path):
+    train, val = splits
+    config = quick(loss=loss, lr=1e30, head_lr=1e30, epochs=2, checkpoint_dir=str(tmp_path))
+    with pytest.raises(TrainingDivergedError, match=r"diverged at epoch 1, step 2 of 3 .*NaN or infinite.*lower lr"):
+        fit(train, val, config, encoder=tiny_encoder())
+    assert not (tmp_path / "last.pt").exists()  # no checkpoint of a diverged model
+
+
+def test_a_nan_loss_names_the_loss_value_and_its_terms(splits, monkeypatch):
+    train, val = splits
+    original = train_module.mix_losses
+    monkeypatch.setattr(train_module, "mix_losses", lambda ce, aux, lam: original(ce, aux * float("nan"), lam))
+    pattern = r"step 1 of 3 .*the loss = nan \(ce = [0-9.]+, aux = [0-9.]+\).*larger sigma \(now 0.5\)"
+    with pytest.raises(TrainingDivergedError, match=pattern):
+        fit(train, val, quick(loss="gloss+ce", lpa_eval=False), encoder=tiny_encoder())
+
+
+def test_a_too_small_last_batch_joins_the_one_before():
+    generator = torch.Generator().manual_seed(0)
+    sizes = [len(b) for b in train_module._batches(66, 16, generator, min_size=3)]
+    assert sizes == [16, 16, 16, 18]
+    assert [len(b) for b in train_module._batches(67, 16, torch.Generator(), min_size=3)] == [16, 16, 16, 16, 3]
+    assert train_module._min_batch_size(quick(loss="ce"), 6) == 2
+    assert train_module._min_batch_size(quick(loss="gloss"), 6) == 7
+
+
+def labelled(n, num_classes):
+    labels = torch.arange(n) % num_classes
+    return train_module.Split([f"document {i}" for i in range(n)], labels, tuple("abcdef"[:num_classes]))
+
+
+@pytest.mark.parametrize("n, batch_size, num_classes", [(66, 16, 2), (66, 16, 6), (41, 8, 6), (13, 7, 6)])
+def test_every_batch_the_trainer_builds_can_be_masked(n, batch_size, num_classes):
+    labels = labelled(n, num_classes).labels
+    for seed in range(40):
+        config = quick(loss="gloss", batch_size=batch_size, seed=seed)
+        generator = torch.Generator().manual_seed(seed * 1000)
+        for batch in train_module._batches(n, batch_size, generator,
+                                           min_size=train_module._min_batch_size(config, num_classes)):
+            split_mask(labels[batch], 0.7)  # raises "no hidden node after masking" if it cannot
+
+
+def test_66_documents_in_batches_of_16_train_to_the_end(splits):
+    train = load_dataset("reviews_sentiment").train.sample(66, seed=0)
+    val = splits[1]
+    # a seed whose epoch ends with two documents of different classes: the old trainer crashed there
+    seed = next(s for s in range(50) if len(set(
+        train.labels[torch.randperm(66, generator=torch.Generator().manual_seed(s * 1000))[-2:]].tolist())) == 2)
+    result = fit(train, val, quick(loss="gloss", batch_size=16, seed=seed, lpa_eval=False), encoder=tiny_encoder())
+    assert len(result.history) == 1 and torch.isfinite(torch.tensor(result.history[0]["loss"]))
+
+
+def test_splits_and_config_of_the_wrong_type_are_refused(splits):
+    train, val = splits
+    with pytest.raises(ValueError, match="train must be a gloss_lite.data.Split .*got list"):
+        fit(train.texts, val, quick())
+    with pytest.raises(ValueError, match="config must be a TrainConfig, got dict"):
+        fit(train, val, {"loss": "ce"})
+
+
+def test_fewer_training_documents_than_classes_plus_one_is_refused(splits):
+    train, val = splits
+    with pytest.raises(ValueError, match=r"needs more training documents than classes \(2\), got 2"):
+        fit(train.subset([0, 1]), val, quick(loss="gloss", batch_size=3))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(splits, tmp_path_factory):
+    """A finished 1-epoch run with a checkpoint: (its folder, the result)."""
+    folder = tmp_path_factory.mktemp("checkpoint")
+    train, val = splits
+    result = fit(train, val, quick(loss="gloss+ce", lpa_eval=False, checkpoint_dir=str(folder)), encoder=tiny_encoder())
+    return folder / "last.pt", result
+
+
+def resume_from(source, tmp_path, data, epochs=2, encoder=None, **changes):
+    """Copy the checkpoint ``source`` (a path or bytes) into a fresh folder and resume from it."""
+    folder = tmp_path / "resume"
+    folder.mkdir(exist_ok=True)
+    (folder / "last.pt").write_bytes(source if isinstance(source, bytes) else source.read_bytes())
+    train, val = data
+    config = quick(loss="gloss+ce", lpa_eval=False, epochs=epochs, checkpoint_dir=str(folder), **changes)
+    return fit(train, val, config, encoder=encoder or tiny_encoder())
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(checkpoint):
+    path, _ = checkpoint
+    state = torch.load(path, weights_only=True)
+    assert state["history"][0]["epoch"] == 1 and len(state["data"]["train"]) == 64
+    assert state["checksum"] == train_module._checksum(state)
+
+
+def test_a_checkpoint_is_loaded_without_running_code_from_it(splits, tmp_path):
+    marker = tmp_path / "code_ran"
+
+    class Trap:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    path = tmp_path / "shared.pt"
+    torch.save({"format": 2, "history": [Trap()]}, path)
+    with pytest.raises(CheckpointError, match=r"last.pt is not a readable checkpoint \(UnpicklingError"):
+        resume_from(path, tmp_path, splits)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_an_unreadable_checkpoint_is_a_clear_error_and_is_kept(damage, checkpoint, splits, tmp_path):
+    good = checkpoint[0].read_bytes()
+    bad = {"truncated": good[: len(good) // 2], "empty": b"", "garbage": os.urandom(5000)}[damage]
+    pattern = r"is not a readable checkpoint .*delete .*last.pt to train from the start"
+    with pytest.raises(CheckpointError, match=pattern):
+        resume_from(bad, tmp_path, splits)
+    assert (tmp_path / "resume" / "last.pt").read_bytes() == bad  # nothing deleted behind the user's back
+
+
+def test_changed_tensor_bytes_are_found_by_the_checksum(checkpoint, splits, tmp_path):
+    path = checkpoint[0]
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        largest = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    start = largest.header_offset + 30 + len(largest.filename.encode()) + len(largest.extra)
+    data[start + 100 : start + 108] = b"\xff" * 8  # NaN bytes inside a weight tensor
+    with pytest.raises(CheckpointError, match=r"damaged"):
+        resume_from(bytes(data), tmp_path, splits)
+
+
+def test_a_checkpoint_with_non_finite_parameters_is_refused(checkpoint, splits, tmp_path):
+    state = torch.load(checkpoint[0], weights_only=True)
+    next(iter(state["encoder"].values()))[0] = float("nan")
+    state["checksum"] = train_module._checksum(state)
+    path = tmp_path / "nan.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"holds NaN or infinite parameters"):
+        resume_from(path, tmp_path, splits)
+
+
+def test_a_checkpoint_of_other_training_documents_is_refused(checkpoint, splits, tmp_path):
+    train, val = splits
+    other = train_module.Split(["another text"] + train.texts[1:], train.labels, train.class_names)
+    with pytest.raises(CheckpointError, match=r"written for other train documents"):
+        resume_from(checkpoint[0], tmp_path, (other, val))
+    relabelled = train_module.Split(train.texts, 1 - train.labels, train.class_names)
+    with pytest.raises(CheckpointError, match=r"written for other train documents"):
+        resume_from(checkpoint[0], tmp_path, (relabelled, val))
+
+
+def test_a_head_of_another_class_count_is_refused(checkpoint, tmp_path):
+    train, val, _ = load_dataset("reviews_topic")
+    with pytest.raises(CheckpointError, match=r"holds a head for 2 classes, but this data has 6"):
+        resume_from(checkpoint[0], tmp_path, (train.sample(24, seed=0), val.sample(12, seed=0)))
+
+
+def test_a_checkpoint_of_another_encoder_is_refused(checkpoint, splits, tmp_path):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=TOKENIZER.vocab_size, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    smaller = Encoder(BertModel(config), TOKENIZER, max_length=32, name="smaller")
+    with pytest.raises(CheckpointError, match=r"does not fit this model .*another encoder"):
+        resume_from(checkpoint[0], tmp_path, splits, encoder=smaller)
+
+
+def test_the_settings_that_differ_are_named(checkpoint, splits, tmp_path):
+    with pytest.raises(CheckpointError, match=r"another configuration \(lr = 0.001 there, 0.002 now\)"):
+        resume_from(checkpoint[0], tmp_path, splits, lr=2e-3)
+
+
+def test_asking_for_fewer_epochs_than_the_checkpoint_holds_is_refused(splits, tmp_path):
+    train, val = splits
+    config = quick(loss="ce", lpa_eval=False, epochs=2, checkpoint_dir=str(tmp_path))
+    two = fit(train, val, config, encoder=tiny_encoder())
+    with pytest.raises(CheckpointError, match=r"holds 2 finished epochs but epochs=1 was asked for.*epochs >= 2"):
+        fit(train, val, quick(loss="ce", lpa_eval=False, epochs=1, checkpoint_dir=str(tmp_path)),
+            encoder=tiny_encoder())
+    again = fit(train, val, config, encoder=tiny_encoder())  # as many epochs: the finished run, not trained again
+    keys = ("epoch", "loss", "val_accuracy", "seconds")  # the same seconds: nothing trained again
+    assert [[row[k] for k in keys] for row in again.history] == [[row[k] for k in keys] for row in two.history]
+
+
+def test_an_old_or_foreign_checkpoint_layout_is_refused(splits, tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"epoch": 0, "history": []}, path)
+    with pytest.raises(CheckpointError, match=r"not a checkpoint in the format this version writes"):
+        resume_from(path, tmp_path, splits)
 
 
 # ---------------------------------------------------------------------------------------------

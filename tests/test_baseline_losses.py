@@ -22,17 +22,23 @@ def mean_of_positive(values):
     return sum(positive) / len(positive) if positive else 0.0
 
 
-def test_supcon_by_hand():
-    e, y, u = batch()
-    tau = 0.2
+def mean_log_prob_of_positives(u, y, tau):
+    """Per anchor: the mean over its positives p of log(exp(s_ip / tau) / sum_{a != i} exp(s_ia / tau));
+    None for an anchor without a positive."""
     sim = (u @ u.T).tolist()
-    per_anchor = []
+    result = []
     for i in range(len(y)):
         others = [a for a in range(len(y)) if a != i]
         log_norm = math.log(sum(math.exp(sim[i][a] / tau) for a in others))
         positives = [p for p in others if y[p] == y[i]]
-        per_anchor.append(-sum(sim[i][p] / tau - log_norm for p in positives) / len(positives))
-    expected = mean_of_positive(per_anchor)
+        result.append(sum(sim[i][p] / tau - log_norm for p in positives) / len(positives) if positives else None)
+    return result
+
+
+def test_supcon_by_hand():
+    e, y, u = batch()
+    tau = 0.2
+    expected = mean_of_positive([-m for m in mean_log_prob_of_positives(u, y, tau)])
     assert float(SupConLoss(tau)(e, y)) == pytest.approx(expected, rel=1e-5)
 
 
@@ -72,14 +78,7 @@ def test_authors_supcon_by_hand_scaled_and_averaged_over_all_anchors():
     e, y, u = batch()
     y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3])  # the last anchor has no positive: it counts as 0
     tau = 0.1
-    sim = (u @ u.T).tolist()
-    per_anchor = []
-    for i in range(len(y)):
-        others = [a for a in range(len(y)) if a != i]
-        log_norm = math.log(sum(math.exp(sim[i][a] / tau) for a in others))
-        positives = [p for p in others if y[p] == y[i]]
-        mean_log_prob = sum(sim[i][p] / tau - log_norm for p in positives) / max(len(positives), 1)
-        per_anchor.append(-(tau / 0.07) * mean_log_prob)
+    per_anchor = [-(tau / 0.07) * (m or 0.0) for m in mean_log_prob_of_positives(u, y, tau)]
     expected = sum(per_anchor) / len(per_anchor)
     assert float(SupConLoss(tau, base_temperature=0.07)(e, y)) == pytest.approx(expected, rel=1e-5)
 

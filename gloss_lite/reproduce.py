@@ -407,7 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results at {output}")
         return 1
     summary = summary_markdown(read_runs(output), output.name)
-    output.with_name(output.stem + "_summary.md").write_text(summary, encoding="utf-8")
+    summary_path = output.with_name(output.stem + "_summary.md")
+    if summary_path.exists() and not summary_path.read_text(encoding="utf-8").startswith("# Summary of "):
+        print(f"{summary_path} exists and was not written by this command: the summary is printed only")
+    else:
+        summary_path.write_text(summary, encoding="utf-8")
     print(summary)
     return 0
 

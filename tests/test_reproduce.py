@@ -124,3 +124,13 @@ def test_methods_are_checked():
         reproduce.parse_method("gloss+ce/paper")
     with pytest.raises(SystemExit):
         reproduce.main(["--methods", "hinge/course", "--summary-only"])
+
+
+def test_the_summary_file_is_written_beside_the_results_but_never_over_a_users_file(tmp_path):
+    output = tmp_path / "mine.csv"
+    synthetic_results().assign(device="cpu", torch="x").to_csv(output, index=False)
+    assert reproduce.main(["--summary-only", "--output", str(output)]) == 0
+    assert (tmp_path / "mine_summary.md").read_text().startswith("# Summary of mine.csv")
+    (tmp_path / "mine_summary.md").write_text("my own notes\n")
+    assert reproduce.main(["--summary-only", "--output", str(output)]) == 0
+    assert (tmp_path / "mine_summary.md").read_text() == "my own notes\n"

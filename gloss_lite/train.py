@@ -528,7 +528,13 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
             aux_embeddings = encoder(texts).float() if aux_loss is not None and config.encoder_passes == 2 \
                 else embeddings  # the authors' second pass: other dropout, same weights
         _check_finite("the embeddings", embeddings, epoch, step, len(batches), config, sigma)
-        _check_finite("the embeddings of the second pass", aux_embeddings, epoch, step, len(batches), config, sigma)
+        if aux_embeddings is not embeddings:
+            _check_finite("the embeddings of the second pass", aux_embeddings, epoch, step, len(batches), config,
+                          sigma)
+        norms = {}
+        if mixed and config.log_grad_share:  # the backward pass itself reports each term's push on E
+            embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
+                aux_embeddings, "aux", norms)
         ce = F.cross_entropy(head(embeddings), labels, weight=weights)
         if aux_loss is None:
             loss, aux = ce, torch.zeros(())
@@ -536,8 +542,6 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
             aux = aux_loss(aux_embeddings, labels)
             if mixed:
                 loss = mix_losses(ce, aux, config.lam)
-                if config.log_grad_share:
-                    shares.append(gradient_share((1 - config.lam) * ce, embeddings, config.lam * aux, aux_embeddings))
             else:  # the head learns on detached embeddings; the encoder sees the aux loss only
                 ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights)
                 loss = aux + ce
@@ -547,11 +551,26 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
+        if norms:
+            total = norms["ce"] + norms.get("aux", 0.0)
+            shares.append(norms.get("aux", 0.0) / total if total > 0 else float("nan"))
         for key, value in (("loss", loss), ("ce", ce), ("aux", aux)):
             totals[key] += float(value.detach()) / len(batches)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     totals["aux_grad_share"] = sum(shares) / len(shares) if shares else float("nan")
     return totals
+
+
+def _gradient_probe(tensor: torch.Tensor, name: str, norms: dict) -> torch.Tensor:
+    """A view of ``tensor`` whose gradient's norm is stored in ``norms[name]`` during backward.
+
+    Feeding CE one view of the embeddings and the aux term another separates their gradients,
+    ``(1 - lam) dCE/dE`` and ``lam dAux/dE``, at no extra backward pass (``gradient_share`` is the
+    same quantity computed on its own).
+    """
+    view = tensor.view_as(tensor)
+    view.register_hook(lambda grad: norms.__setitem__(name, float(grad.norm())))
+    return view
 
 
 def _comparable(config: TrainConfig) -> dict:

@@ -579,3 +579,17 @@ def test_tune_accepts_the_authors_search_space(splits):
         assert round(trial.params["gamma"], 6) in {0.5, 0.6, 0.7, 0.8, 0.9}
     assert train_module.AUTHORS_TUNING == {"n_trials": 15, "search_space": train_module.AUTHORS_SEARCH_SPACE,
                                            "sampler_seed": 42}
+
+
+def test_gradient_probes_split_the_backward_pass_into_each_terms_push():
+    e = torch.randn(5, 3, requires_grad=True)
+    a = torch.randn(5, 3)
+    norms = {}
+    ce_view = train_module._gradient_probe(e, "ce", norms)
+    aux_view = train_module._gradient_probe(e, "aux", norms)
+    ce_term, aux_term = 0.3 * (ce_view * a).sum(), 0.7 * (aux_view ** 2).sum()
+    expected = train_module.gradient_share(ce_term, ce_view, aux_term, aux_view)
+    (ce_term + aux_term).backward()
+    assert norms["ce"] == pytest.approx(float((0.3 * a).norm()), rel=1e-6)
+    assert norms["aux"] == pytest.approx(float((1.4 * e.detach()).norm()), rel=1e-6)
+    assert norms["aux"] / (norms["ce"] + norms["aux"]) == pytest.approx(expected, rel=1e-6)

@@ -45,6 +45,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .graph import SCHEMES, check_embeddings, check_sigma, gaussian_affinity, transition_matrix
 from .lpa import check_labels, propagate
 from .masking import split_mask
@@ -174,8 +175,18 @@ class GLoss(torch.nn.Module):
             authors' uniformly random mask.
         seed: seed of the module's own mask generator; the same seed gives the same sequence of
             masks. ``None`` uses torch's global generator.
+        gather: under an initialised ``torch.distributed`` process group, build the graph of the
+            **global** batch: gather every rank's embeddings (with gradient) and labels in rank
+            order (``gloss_lite.distributed``; local batch sizes may differ), draw one mask on the
+            global batch that every rank agrees on, and return the global batch's G-Loss on every
+            rank. With a ``seed`` every rank's generator steps in lockstep; with ``seed=None``
+            rank 0 draws a seed from torch's global generator for each call and sends it to the
+            others. No rescaling is needed: the gather's backward sums over the ranks what DDP's
+            gradient average divides by ``W``, so DDP's gradient is the single-process gradient on
+            the concatenated batch (derived in ``gloss_lite.distributed``). Outside a process
+            group it is the ordinary loss. Taught in ``08_the_graph_beyond_one_batch``.
 
-    After each call, ``last_mask`` holds the mask that was drawn.
+    After each call, ``last_mask`` holds the mask that was drawn (with ``gather``, the global one).
     """
 
     def __init__(
@@ -190,8 +201,11 @@ class GLoss(torch.nn.Module):
         stratified: bool = True,
         divide_by_hidden: bool = False,
         seed: int | None = None,
+        gather: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(gather, bool):
+            raise ValueError(f"gather must be True or False, got {gather!r}")
         _check_options(scheme, target)
         check_sigma(sigma)
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma < 1.0:
@@ -207,10 +221,17 @@ class GLoss(torch.nn.Module):
         self.divide_by_hidden = divide_by_hidden
         self.register_buffer("class_weights", _check_class_weights(class_weights, num_classes))
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.gather = gather
         self.last_mask: torch.Tensor | None = None
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        mask = split_mask(labels, self.gamma, generator=self.generator, stratified=self.stratified)
+        generator = self.generator
+        if self.gather and distributed.world_size() > 1:
+            embeddings = distributed.gather_with_grad(embeddings)
+            labels = distributed.gather_labels(labels)
+            if generator is None:  # every rank must draw the same mask
+                generator = torch.Generator().manual_seed(distributed.agreed_seed())
+        mask = split_mask(labels, self.gamma, generator=generator, stratified=self.stratified)
         self.last_mask = mask
         return g_loss(
             embeddings,
@@ -229,7 +250,7 @@ class GLoss(torch.nn.Module):
         return (
             f"num_classes={self.num_classes}, sigma={sigma:g}, gamma={self.gamma:g}, "
             f"scheme={self.scheme!r}, target={self.target!r}, stratified={self.stratified}, "
-            f"divide_by_hidden={self.divide_by_hidden}"
+            f"divide_by_hidden={self.divide_by_hidden}" + (", gather=True" if self.gather else "")
         )
 
 

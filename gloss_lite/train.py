@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import Split, stratified_sample
 from .encoders import POOLINGS, Encoder, load_encoder
 from .evaluate import classification_metrics, lpa_predict
@@ -418,6 +419,22 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     ``result.test_last`` scores the last epoch's model on it and, with ``restore_best``,
     ``result.test_best`` the restored one. ``on_epoch(row)`` is called with each new history row.
 
+    **Several processes** (``torchrun --nproc_per_node W``, taught in
+    ``08_the_graph_beyond_one_batch``): with ``WORLD_SIZE > 1`` in the environment and no
+    process group yet, ``fit`` initialises one (gloo on the CPU; NCCL on CUDA, each rank on GPU
+    ``LOCAL_RANK``), which stays initialised afterwards. ``config.batch_size`` stays the size of
+    the **global** batch and graph: every rank draws the same seeded batches and trains on its
+    contiguous share (``torch.tensor_split``, shares may differ by one), the model is wrapped in
+    ``DistributedDataParallel`` (``find_unused_parameters=True``, for BERT's unused pooler),
+    G-Loss and the other batch losses gather the embeddings of all ranks with gradient, and CE is
+    scaled so that DDP's gradient average is the gradient of the global batch's mean CE
+    (``gloss_lite.distributed``). So with dropout off the run is the one-process run with the
+    same global batch, up to rounding; with dropout on, each rank draws its own dropout. Sigma
+    is rank 0's estimate, validation runs on rank 0 and its scores reach every rank (early
+    stopping and the best epoch agree), the history's loss terms are global-batch means, rank 0
+    alone writes checkpoints and every rank resumes from them. ``encoder_passes=2`` is refused
+    with ``ValueError`` (DDP cannot run the model twice before one backward pass).
+
     Raises ``ValueError`` for bad settings or data and an unwritable ``checkpoint_dir`` (all
     before a model is loaded), ``CheckpointError`` for a checkpoint that cannot be resumed (for
     instance one that holds more epochs than ``config.epochs``: refused, never truncated), and
@@ -429,6 +446,9 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     fingerprint = _data_fingerprint(train, val) if checkpoint_path else None
     state = _load_checkpoint(checkpoint_path, fingerprint, config, num_classes) if checkpoint_path else None
     device = pick_device(config.device)
+    distributed.init_from_environment(device)  # under torchrun: one process group for all ranks
+    distributed.check_supported(config)
+    device = distributed.local_device(device)
     torch.manual_seed(config.seed)
     if encoder is None:
         encoder = load_encoder(config.model, pooling=config.pooling, max_length=config.max_length, device=device)
@@ -447,9 +467,10 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
             sigma = float(config.sigma_fallback)
     else:
         sigma = None
+    sigma = distributed.broadcast_object(sigma)  # rank 0's, so every rank builds the same graph
 
     weights = balanced_class_weights(train.labels, num_classes).to(device) if config.class_weights else None
-    aux_loss = make_aux_loss(config, num_classes, sigma, weights)
+    aux_loss = distributed.for_global_batch(make_aux_loss(config, num_classes, sigma, weights))
     head_lr = config.lr if config.head_lr is None else config.head_lr
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(
@@ -466,16 +487,21 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
         best_path = checkpoint_path.with_name(BEST_NAME)
         if config.restore_best and best_path.exists():
             best_weights = torch.load(best_path, map_location="cpu", weights_only=True)
+    parallel_encoder = distributed.replicate(encoder, device)  # BERT's pooler gets no gradient: find unused ones
+    parallel_head = distributed.replicate(head, device, find_unused_parameters=False)  # always used
 
     for epoch in range(start_epoch, config.epochs):
         if best["stopped"]:
             break
         started = time.perf_counter()
-        totals = _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, device, use_amp, weights)
+        totals = _train_epoch(parallel_encoder, parallel_head, aux_loss, optimizer, train, config, epoch, device,
+                              use_amp, weights)
+        totals = distributed.mean_over_ranks(totals)  # the global batch's means
         learning_rate = optimizer.param_groups[0]["lr"]
         scheduler.step()
         encoder.eval()
-        scores = evaluate_split(encoder, head, val, train if config.lpa_eval else None, sigma=sigma, config=config)
+        scores = distributed.on_rank_zero(evaluate_split, encoder, head, val, train if config.lpa_eval else None,
+                                          sigma=sigma, config=config)
         history.append({"epoch": epoch + 1, **totals, **{f"val_{k}": v for k, v in scores.items()},
                         "lr": learning_rate, "seconds": time.perf_counter() - started, "sigma": sigma})
         if on_epoch is not None:
@@ -488,11 +514,12 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
         else:
             best["bad_epochs"] += 1
         best["stopped"] = config.patience is not None and best["bad_epochs"] >= config.patience
-        if checkpoint_path:
+        if checkpoint_path and distributed.rank() == 0:
             if improved and config.restore_best:
                 _atomic_save(best_weights, checkpoint_path.with_name(BEST_NAME))
             _save_checkpoint(checkpoint_path, encoder, head, optimizer, scheduler, history, epoch, sigma, best,
                              config, fingerprint)
+        distributed.barrier()  # the checkpoint is complete before any rank goes on
     encoder.eval()
     result = TrainResult(encoder, head, history, sigma, config, best_epoch=best["epoch"])
     if test is not None:
@@ -521,6 +548,7 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
     encoder.train()
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
     for step, batch in enumerate(bar, start=1):
+        batch, ce_scale = distributed.local_batch(batch, train.labels, weights)  # this rank's share; 1.0 alone
         texts = [train.texts[i] for i in batch.tolist()]
         labels = train.labels[batch].to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -535,7 +563,7 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
         if mixed and config.log_grad_share:  # the backward pass itself reports each term's push on E
             embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
                 aux_embeddings, "aux", norms)
-        ce = F.cross_entropy(head(embeddings), labels, weight=weights)
+        ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
         if aux_loss is None:
             loss, aux = ce, torch.zeros(())
         else:
@@ -543,7 +571,7 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
             if mixed:
                 loss = mix_losses(ce, aux, config.lam)
             else:  # the head learns on detached embeddings; the encoder sees the aux loss only
-                ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights)
+                ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
                 loss = aux + ce
         _check_finite("the loss", loss, epoch, step, len(batches), config, sigma, terms={"ce": ce, "aux": aux})
         optimizer.zero_grad(set_to_none=True)
@@ -551,6 +579,7 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
+        norms = distributed.global_norms(norms)  # the push on the global batch's embeddings
         if norms:
             total = norms["ce"] + norms.get("aux", 0.0)
             shares.append(norms.get("aux", 0.0) / total if total > 0 else float("nan"))

@@ -51,9 +51,10 @@ compares documents has a class with two members and G-Loss can always hide one
 stays ``batch_size`` documents, but the encoder holds activations for only ``chunk_size`` of
 them at a time: the batch is embedded without gradient, the loss is backpropagated to the
 embeddings, and the chunks are embedded again with gradient, their dropout replayed
-(``gloss_lite.cached``). The gradient is that of one backward pass through the same chunks;
-each step costs one more encoder forward pass. A ``chunk_size`` of ``batch_size`` or more is
-refused (it would only add that pass).
+(``gloss_lite.cached``). The gradient is that of one backward pass through the same chunks
+(with dropout, another draw of masks than one encoder call on the whole batch; without, the
+same step up to rounding); each step costs one more encoder forward pass. A ``chunk_size`` of
+``batch_size`` or more is refused (it would only add that pass).
 Divergence: a NaN or infinite embedding or loss stops the run before the
 optimiser step, with ``TrainingDivergedError`` naming the epoch, step, value and settings to try.
 Checkpoints hold only tensors and plain values, loaded with ``weights_only=True``, with a

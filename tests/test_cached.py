@@ -1,6 +1,8 @@
 """Cached embeddings (gloss_lite.cached): the gradient of a graph embedded chunk by chunk is the plain one."""
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,3 +237,17 @@ def test_a_diverged_cached_step_stops_before_the_optimizer_step(splits):
         encoder.model.embeddings.word_embeddings.weight.fill_(float("nan"))
     with pytest.raises(TrainingDivergedError, match="step 1 of 3 .*the embeddings = NaN or infinite"):
         run(splits, encoder, chunk_size=3)
+
+
+def test_the_benchmarks_memory_probe_sees_a_known_allocation():
+    """benchmarks/graph_scale.py measures a step's peak resident memory above the memory before it."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_scale.py"
+    spec = importlib.util.spec_from_file_location("graph_scale", path)
+    graph_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph_scale)
+    held = []
+    measured = graph_scale.peak_memory_of(lambda: held.append(torch.ones(50 * 2**20 // 4)))  # 50 MiB, written
+    assert 49 <= measured["peak_mb"] <= 60
+    held.clear()
+    measured = graph_scale.peak_memory_of(lambda: torch.ones(200 * 2**20 // 4).sum())  # 200 MiB, freed at once
+    assert 199 <= measured["peak_mb"] <= 215

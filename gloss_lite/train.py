@@ -46,7 +46,16 @@ the push that comes from the graph (or metric) term; ``history`` holds its mean 
 Batches: an epoch is a shuffle cut into ``batch_size`` pieces; a last piece smaller than
 ``C + 1`` documents (2 for plain CE) joins the one before it, so every batch of a loss that
 compares documents has a class with two members and G-Loss can always hide one
-(``_min_batch_size``). Divergence: a NaN or infinite embedding or loss stops the run before the
+(``_min_batch_size``). A batch is one graph: G-Loss propagates over all its documents. With
+``chunk_size`` (below ``batch_size``; taught in ``08_the_graph_beyond_one_batch``) the graph
+stays ``batch_size`` documents, but the encoder holds activations for only ``chunk_size`` of
+them at a time: the batch is embedded without gradient, the loss is backpropagated to the
+embeddings, and the chunks are embedded again with gradient, their dropout replayed
+(``gloss_lite.cached``). The gradient is that of one backward pass through the same chunks
+(with dropout, another draw of masks than one encoder call on the whole batch; without, the
+same step up to rounding); each step costs one more encoder forward pass. A ``chunk_size`` of
+``batch_size`` or more is refused (it would only add that pass).
+Divergence: a NaN or infinite embedding or loss stops the run before the
 optimiser step, with ``TrainingDivergedError`` naming the epoch, step, value and settings to try.
 Checkpoints hold only tensors and plain values, loaded with ``weights_only=True``, with a
 checksum and fingerprints of the training and validation data; ``_load_checkpoint`` lists what
@@ -71,6 +80,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed
+from .cached import cached_backward, check_chunk_size
 from .data import Split, stratified_sample
 from .encoders import POOLINGS, Encoder, load_encoder
 from .evaluate import classification_metrics, lpa_predict
@@ -116,6 +126,7 @@ class TrainConfig:
     restore_best: bool = False  # end with the weights of the best validation macro-F1
     class_weights: str | None = None  # None, or "balanced" (scikit-learn's) in CE and G-Loss
     encoder_passes: int = 1  # 2: the graph/metric term on a second pass of the batch (new dropout)
+    chunk_size: int | None = None  # embed the batch (the graph) this many documents at a time (gloss_lite.cached)
     lam: float = 0.5  # weight of the graph/metric term in "X+ce"
     sigma: float | str = "sqrt"  # a number, "sqrt" or "dicm"
     gamma: float = 0.7  # fraction of a batch's labels visible to G-Loss
@@ -179,6 +190,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
+        if self.chunk_size is not None:
+            check_chunk_size(self.chunk_size)
+            if self.chunk_size >= self.batch_size:
+                raise ValueError(
+                    f"chunk_size {self.chunk_size} >= batch_size {self.batch_size}: every batch would be one chunk, "
+                    f"and caching would only add a second encoder pass; use chunk_size=None for the plain step, or "
+                    f"a chunk_size below batch_size (the graph stays batch_size documents)"
+                )
         for name in ("lr", "head_lr"):
             value = getattr(self, name)
             if name == "head_lr" and value is None:
@@ -235,8 +254,8 @@ class TrainConfig:
 
 def _check_settings(config: TrainConfig) -> None:
     """The checks of ``TrainConfig.validate`` on types, booleans, names and the remaining numbers."""
-    for name in ("epochs", "batch_size", "max_length", "lpa_reference_size", "seed", "lr", "head_lr", "weight_decay",
-                 "lam", "gamma", "sigma", "temperature", "margin"):
+    for name in ("epochs", "batch_size", "chunk_size", "max_length", "lpa_reference_size", "seed", "lr", "head_lr",
+                 "weight_decay", "lam", "gamma", "sigma", "temperature", "margin"):
         if isinstance(getattr(config, name), bool):
             raise ValueError(f"{name} must be a number, got the bool {getattr(config, name)!r}")
     for name in ("amp", "lpa_eval", "progress"):
@@ -551,31 +570,37 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
         batch, ce_scale = distributed.local_batch(batch, train.labels, weights)  # this rank's share; 1.0 alone
         texts = [train.texts[i] for i in batch.tolist()]
         labels = train.labels[batch].to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            embeddings = encoder(texts).float()  # the step's encoder pass
-            aux_embeddings = encoder(texts).float() if aux_loss is not None and config.encoder_passes == 2 \
-                else embeddings  # the authors' second pass: other dropout, same weights
-        _check_finite("the embeddings", embeddings, epoch, step, len(batches), config, sigma)
-        if aux_embeddings is not embeddings:
-            _check_finite("the embeddings of the second pass", aux_embeddings, epoch, step, len(batches), config,
-                          sigma)
-        norms = {}
-        if mixed and config.log_grad_share:  # the backward pass itself reports each term's push on E
-            embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
-                aux_embeddings, "aux", norms)
-        ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
-        if aux_loss is None:
-            loss, aux = ce, torch.zeros(())
+        if config.chunk_size is not None:  # the graph embedded chunk_size documents at a time
+            loss, ce, aux, norms = _cached_step(
+                encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights, ce_scale,
+                check=lambda what, value, terms=None: _check_finite(what, value, epoch, step, len(batches), config,
+                                                                    sigma, terms=terms))
         else:
-            aux = aux_loss(aux_embeddings, labels)
-            if mixed:
-                loss = mix_losses(ce, aux, config.lam)
-            else:  # the head learns on detached embeddings; the encoder sees the aux loss only
-                ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
-                loss = aux + ce
-        _check_finite("the loss", loss, epoch, step, len(batches), config, sigma, terms={"ce": ce, "aux": aux})
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                embeddings = encoder(texts).float()  # the step's encoder pass
+                aux_embeddings = encoder(texts).float() if aux_loss is not None and config.encoder_passes == 2 \
+                    else embeddings  # the authors' second pass: other dropout, same weights
+            _check_finite("the embeddings", embeddings, epoch, step, len(batches), config, sigma)
+            if aux_embeddings is not embeddings:
+                _check_finite("the embeddings of the second pass", aux_embeddings, epoch, step, len(batches), config,
+                              sigma)
+            norms = {}
+            if mixed and config.log_grad_share:  # the backward pass itself reports each term's push on E
+                embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
+                    aux_embeddings, "aux", norms)
+            ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
+            if aux_loss is None:
+                loss, aux = ce, torch.zeros(())
+            else:
+                aux = aux_loss(aux_embeddings, labels)
+                if mixed:
+                    loss = mix_losses(ce, aux, config.lam)
+                else:  # the head learns on detached embeddings; the encoder sees the aux loss only
+                    ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
+                    loss = aux + ce
+            _check_finite("the loss", loss, epoch, step, len(batches), config, sigma, terms={"ce": ce, "aux": aux})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
@@ -588,6 +613,49 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     totals["aux_grad_share"] = sum(shares) / len(shares) if shares else float("nan")
     return totals
+
+
+def _cached_step(encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights, ce_scale,
+                 check) -> tuple:
+    """One step's loss terms and backward with the batch embedded ``config.chunk_size`` documents at a time.
+
+    The same loss as the plain step of ``_train_epoch`` (CE, the aux term, the ``lam`` mix, the
+    class weights, the gradient probes, a second encoder pass), computed by
+    ``gloss_lite.cached.cached_backward`` on the cached embeddings of the whole batch; the
+    encoder's gradients equal those of the plain step on the same chunks (dropout replayed).
+    ``check(what, value, terms=None)`` stops a diverged run before the backward pass. Returns
+    ``(loss, ce, aux, norms)`` with the parameters' gradients in place.
+    """
+    mixed = aux_loss is not None and config.loss.endswith("+ce")
+    norms, terms = {}, {}
+
+    def loss_of(embeddings, aux_embeddings=None):
+        check("the embeddings", embeddings)
+        if aux_embeddings is None:
+            aux_embeddings = embeddings
+        else:
+            check("the embeddings of the second pass", aux_embeddings)
+        if mixed and config.log_grad_share:  # probes on views of the cached leaf report each term's push on E
+            embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
+                aux_embeddings, "aux", norms)
+        ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
+        if aux_loss is None:
+            loss, aux = ce, torch.zeros(())
+        else:
+            aux = aux_loss(aux_embeddings, labels)
+            if mixed:
+                loss = mix_losses(ce, aux, config.lam)
+            else:  # the head learns on detached embeddings; the encoder sees the aux loss only
+                ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
+                loss = aux + ce
+        check("the loss", loss, terms={"ce": ce, "aux": aux})
+        terms.update(ce=ce.detach(), aux=aux.detach())
+        return loss
+
+    passes = 2 if aux_loss is not None and config.encoder_passes == 2 else 1
+    optimizer.zero_grad(set_to_none=True)
+    loss, _ = cached_backward(encoder, texts, loss_of, config.chunk_size, passes=passes, autocast=use_amp)
+    return loss, terms["ce"], terms["aux"], norms
 
 
 def _gradient_probe(tensor: torch.Tensor, name: str, norms: dict) -> torch.Tensor:

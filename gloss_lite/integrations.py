@@ -250,12 +250,13 @@ class GLossLoss(nn.Module):
             )
         features = sentence_features[0]
         labels = _labels_tensor(labels)
-        if self.sigma is None and can_mask(labels):
+        sigma = self.sigma
+        if sigma is None and can_mask(labels):
             sigma = self._estimate_sigma(dict(features), labels)
-            if self.model.training:
+            if self.model.training:  # fixed from the first training batch on
                 self.sigma = self.gloss.sigma = sigma
         embeddings = self.model(features)["sentence_embedding"]
-        return self.compute_loss_from_embeddings(embeddings, labels)
+        return self.compute_loss_from_embeddings(embeddings, labels, sigma=sigma)
 
     def _estimate_sigma(self, features: dict, labels: torch.Tensor) -> float:
         was_training = self.model.training
@@ -267,18 +268,23 @@ class GLossLoss(nn.Module):
             self.model.train(was_training)
         return _estimate_sigma(self.sigma_rule, embeddings, labels)
 
-    def compute_loss_from_embeddings(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The weighted terms for given embeddings (``n x d``) and labels."""
+    def compute_loss_from_embeddings(self, embeddings: torch.Tensor, labels: torch.Tensor,
+                                     sigma: float | None = None) -> dict[str, torch.Tensor]:
+        """The weighted terms for given embeddings (``n x d``) and labels (``sigma``: default ``self.sigma``)."""
         labels = labels.to(embeddings.device)
+        sigma = self.sigma if sigma is None else sigma
+        if sigma is None and can_mask(labels):
+            sigma = _estimate_sigma(self.sigma_rule, embeddings, labels)
         if not can_mask(labels):
             _warn_unmaskable(labels)
             graph = embeddings.sum() * 0.0  # a zero that keeps the graph, so backward still runs
         elif self.model.training:
+            self.gloss.sigma = sigma
             graph = self.gloss(embeddings, labels)
         else:  # a fresh, seeded mask: the training masks stay untouched and evaluation repeats
             mask = split_mask(labels, self.gloss.gamma, generator=torch.Generator().manual_seed(self.seed),
                               stratified=self.gloss.stratified)
-            graph = g_loss(embeddings, labels, mask, sigma=self.sigma or self.gloss.sigma,
+            graph = g_loss(embeddings, labels, mask, sigma=sigma,
                            num_classes=self.num_classes, class_weights=self.gloss.class_weights,
                            scheme=self.gloss.scheme, target=self.gloss.target)
         terms = {"gloss": self.lam * graph}

@@ -2,7 +2,8 @@
 #   make course   install, then execute every notebook with papermill into outputs/course/
 #   make test     install, then run the tests (every notebook with smoke parameters included)
 # Both create .venv/ and install the pinned packages (torch 2.13.0 CPU), the notebook tools (the
-# `course` extra) and the test tools in one pip command.
+# `course` extra), the test tools and sentence-transformers with the Trainer's needs (the
+# `integrations` extra) in one pip command.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,7 +18,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable ".[course,test]" "$(TORCH)"
+	$(PY) -m pip install --quiet --editable ".[course,test,integrations]" "$(TORCH)"
 	touch $@
 
 course: install

@@ -61,6 +61,10 @@ Checkpoints hold only tensors and plain values, loaded with ``weights_only=True`
 checksum and fingerprints of the training and validation data; ``_load_checkpoint`` lists what
 makes one unusable (``CheckpointError``). The checkpoint folder is checked writable before any
 work.
+
+``batch_sampler="balanced"`` replaces the shuffle by class-balanced batches, two documents of
+every class in each (``gloss_lite.sampling.ClassBalancedBatchSampler``, seeded by ``(seed, epoch)``,
+a last batch too small for that merged into the one before); it needs ``batch_size >= 2 C``.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ from .encoders import POOLINGS, Encoder, load_encoder
 from .evaluate import classification_metrics, lpa_predict
 from .losses import ContrastiveLoss, CosineMSELoss, GLoss, SupConLoss, TripletLoss, mix_losses
 from .runtime import pick_device
+from .sampling import ClassBalancedBatchSampler
 from .sigma import sigma_dicm, sigma_sqrt
 
 LOSSES = (
@@ -97,6 +102,7 @@ BEST_NAME = "best.pt"
 OPTIMIZERS = ("adamw", "adam")
 RECIPES = ("course", "authors")
 CONTRASTIVE_FORMS = ("margin", "cosine_mse")
+BATCH_SAMPLERS = ("shuffle", "balanced")
 AUTHORS_MODEL = "bert-base-uncased"  # the authors' encoder, where a hub is reachable
 # The authors' Optuna space (their optuna_tuning.py): name -> choices, or (low, high, log[, step]).
 AUTHORS_SEARCH_SPACE = {
@@ -115,6 +121,7 @@ class TrainConfig:
     loss: str = "gloss+ce"
     epochs: int = 3
     batch_size: int = 32
+    batch_sampler: str = "shuffle"  # or "balanced": two documents of every class in each batch (gloss_lite.sampling)
     lr: float = 2e-5  # encoder learning rate
     head_lr: float | None = 1e-3  # None: the same as lr
     weight_decay: float = 0.01
@@ -198,6 +205,13 @@ class TrainConfig:
                     f"and caching would only add a second encoder pass; use chunk_size=None for the plain step, or "
                     f"a chunk_size below batch_size (the graph stays batch_size documents)"
                 )
+        if self.batch_sampler not in BATCH_SAMPLERS:
+            raise ValueError(f"batch_sampler must be one of {BATCH_SAMPLERS}, got {self.batch_sampler!r}")
+        if num_classes is not None and self.batch_sampler == "balanced" and self.batch_size < 2 * num_classes:
+            raise ValueError(
+                f"batch_sampler='balanced' puts 2 documents of each of the {num_classes} classes into every batch: "
+                f"use batch_size >= {2 * num_classes}, or batch_sampler='shuffle'"
+            )
         for name in ("lr", "head_lr"):
             value = getattr(self, name)
             if name == "head_lr" and value is None:
@@ -558,7 +572,9 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
     if isinstance(aux_loss, GLoss):
         aux_loss.generator = torch.Generator().manual_seed(epoch_seed)  # masks
     batches = _batches(len(train), config.batch_size, torch.Generator().manual_seed(epoch_seed),
-                       min_size=_min_batch_size(config, head.out_features))
+                       min_size=_min_batch_size(config, head.out_features)) if config.batch_sampler == "shuffle" \
+        else [torch.tensor(batch) for batch in ClassBalancedBatchSampler(train.labels, config.batch_size,
+                                                                         seed=epoch_seed)]
     sigma = getattr(aux_loss, "sigma", None)
     totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0}
     shares = []

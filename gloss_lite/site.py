@@ -54,8 +54,16 @@ README_ROW = re.compile(
     r"^\|\s*\[`(?P<stem>\d\d_\w+)`\]\(notebooks/(?P=stem)\.ipynb\)\s*\|[^|\n]*\|\s*(?P<text>.*?)\s*\|\s*$", re.M)
 
 
+SITE_TOOLS = ("sphinx", "myst_nb", "sphinx_book_theme", "sphinx-mathjax-offline")  # the `site` extra
+
+
 class SiteError(ValueError):
-    """Missing executed notebooks, an unsafe output folder, or a failed Sphinx build."""
+    """Missing executed notebooks or site tools, an unsafe output folder, or a failed Sphinx build."""
+
+
+def missing_site_tools() -> list[str]:
+    """The packages of the ``site`` extra that are not installed (an empty list when all are)."""
+    return [name for name in SITE_TOOLS if importlib.util.find_spec(name) is None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,6 +324,9 @@ def build_site(notebooks_dir: Path = DEFAULT_NOTEBOOKS, output: Path = DEFAULT_O
     output = Path(output).resolve()
     build_dir = Path(build_dir).resolve() if build_dir is not None else DEFAULT_BUILD_DIR.resolve()
     notebooks = executed_notebooks(Path(notebooks_dir))
+    if missing_site_tools():
+        raise SiteError(f"the site tools are not installed ({', '.join(missing_site_tools())}): "
+                        'pip install -e ".[site]" (Python 3.11+), or run `make site`')
     _check_output_folders(output, build_dir, Path(notebooks_dir).resolve())
     source = stage(notebooks, build_dir, results_dir=results_dir)
     if output.exists():

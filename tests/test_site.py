@@ -23,7 +23,7 @@ import pytest
 
 from gloss_lite.classroom import colab_url, repository_url
 from gloss_lite.course import notebook_paths
-from gloss_lite.site import SiteError, build_site, executed_notebooks, public_modules, results_page
+from gloss_lite.site import SiteError, build_site, executed_notebooks, missing_site_tools, public_modules, results_page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -85,6 +85,8 @@ def test_results_page_with_and_without_a_summary(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 def _browser_missing() -> str | None:
+    if missing_site_tools():
+        return f"the site tools are missing ({', '.join(missing_site_tools())}; the `site` extra, Python 3.11+)"
     if not CHROMIUM.exists():
         return f"no chromium at {CHROMIUM} (apt-get install chromium)"
     try:

@@ -20,9 +20,9 @@ SMOKE_CELL_TIMEOUT = 300  # seconds for any one cell under smoke parameters
 def executed_notebook(tmp_path_factory):
     """``executed_notebook(path)``: the copy of a course notebook executed with its smoke parameters.
 
-    Each notebook runs at most once per test session, the first time a test asks for it, into one
-    session folder; the notebook tests and the site test share the copies. A run that failed raises
-    its error again for every test that asks.
+    Each notebook runs at most once per pytest run, the first time a test asks for it, into one
+    temporary folder; the notebook tests and the site test share the copies. A run that failed
+    raises its error again for every test that asks.
     """
     from gloss_lite.course import course_metadata, run_notebook
 

@@ -1,6 +1,6 @@
 """The course website: its builder's checks, and the built site in a real browser.
 
-The browser test builds the site (warnings are errors) from the notebooks that the session
+The browser test builds the site (warnings are errors) from the notebooks that this pytest run
 executed with their smoke parameters (``executed_notebook`` in ``conftest.py``, shared with
 ``test_notebooks.py``), serves it on 127.0.0.1 and loads every page in Debian's chromium through
 Playwright, with every request that would leave 127.0.0.1 aborted and recorded.

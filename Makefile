@@ -1,9 +1,10 @@
-# The G-Loss course: two commands on a fresh machine.
+# The G-Loss course: two commands on a fresh machine (make course, make test); make site after make course.
 #   make course   install, then execute every notebook with papermill into outputs/course/
 #   make test     install, then run the tests (every notebook with smoke parameters included)
-# Both create .venv/ and install the pinned packages (torch 2.13.0 CPU), the notebook tools (the
-# `course` extra), the test tools and sentence-transformers with the Trainer's needs (the
-# `integrations` extra) in one pip command.
+#   make site     install, then build the website from what `make course` wrote, into outputs/site/
+# Each creates .venv/ and install the pinned packages (torch 2.13.0 CPU), the notebook tools (the
+# `course` extra), the test tools, the website tools (`site`) and sentence-transformers with the
+# Trainer's needs (`integrations`) in one pip command.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,14 +12,14 @@ PY     := $(VENV)/bin/python
 # torch's CPU wheel, pinned in the same pip command as everything that depends on torch
 TORCH  := torch==2.13.0
 
-.PHONY: install course test student lint clean
+.PHONY: install course test site student lint clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable ".[course,test,integrations]" "$(TORCH)"
+	$(PY) -m pip install --quiet --editable ".[course,test,site,integrations]" "$(TORCH)"
 	touch $@
 
 course: install
@@ -26,6 +27,9 @@ course: install
 
 test: install
 	HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m pytest
+
+site: install
+	$(PY) -m gloss_lite.site --notebooks outputs/course --output outputs/site
 
 student: install
 	$(PY) -m gloss_lite.classroom student --output student

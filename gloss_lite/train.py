@@ -5,16 +5,16 @@ Taught in ``notebooks/05_fine_tuning.ipynb`` and ``06_comparing_losses.ipynb``.
 The model is ``load_encoder(...)`` plus a linear head ``A e + b``. Each step embeds the batch
 **once** and feeds the same embeddings ``E`` to every loss term:
 
-========================  =====================================================================
-``loss``                  what trains the encoder
-========================  =====================================================================
-``"ce"``                  ``CE(head(E), y)``
-``"gloss"``               ``G-Loss(E, y)``
-``"gloss+ce"``            ``(1 - lam) * CE + lam * G-Loss``
-``"scl"``, ``"scl+ce"``   supervised contrastive, alone or mixed with CE by ``lam``
-``"triplet"``, ...+ce     triplet margin loss, batch-all or batch-hard (``triplet_mining``)
-``"contrastive"``, ...+ce pairwise contrastive loss
-========================  =====================================================================
+=========================  =====================================================================
+``loss``                   what trains the encoder
+=========================  =====================================================================
+``"ce"``                   ``CE(head(E), y)``
+``"gloss"``                ``G-Loss(E, y)``
+``"gloss+ce"``             ``(1 - lam) * CE + lam * G-Loss``
+``"scl"``, ``"scl+ce"``    supervised contrastive, alone or mixed with CE by ``lam``
+``"triplet"``, ...+ce      triplet margin loss, batch-all or batch-hard (``triplet_mining``)
+``"contrastive"``, ...+ce  pairwise contrastive loss
+=========================  =====================================================================
 
 When the loss has no CE term, the head still learns, by CE on ``E.detach()``: it never moves
 the encoder, and it keeps the head's accuracy measurable for every loss.

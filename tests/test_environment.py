@@ -39,6 +39,7 @@ def test_environment_yml_matches_pyproject_and_the_torch_pin():
         [r for r in project()["dependencies"] if Requirement(r).name != "torch"]
         + project()["optional-dependencies"]["course"]
         + project()["optional-dependencies"]["test"]
+        + project()["optional-dependencies"]["site"]
         + project()["optional-dependencies"]["integrations"]
         + [makefile_torch_pin()]
     )
@@ -65,8 +66,8 @@ def test_the_package_leaves_colabs_kernel_packages_alone():
 def test_the_makefile_installs_the_course_extra_with_torch_in_one_pip_command():
     installs = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line
                 and "--upgrade pip" not in line]
-    assert len(installs) == 1 and '".[course,test,integrations]"' in installs[0] and '"$(TORCH)"' in installs[0], \
-        installs
+    assert len(installs) == 1 and '".[course,test,site,integrations]"' in installs[0] \
+        and '"$(TORCH)"' in installs[0], installs
 
 
 def test_the_course_dataset_ships_inside_the_package():

@@ -9,11 +9,10 @@ import json
 
 import pytest
 
-from gloss_lite.course import check_records, course_metadata, notebook_paths, run_notebook
+from gloss_lite.course import check_records, course_metadata, notebook_paths
 from gloss_lite.records import read_records
 
 NOTEBOOKS = notebook_paths()
-SMOKE_CELL_TIMEOUT = 300  # seconds for any one cell under smoke parameters
 
 
 def test_the_course_has_notebooks():
@@ -49,11 +48,9 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(path):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_with_smoke_parameters(path, tmp_path):
+def test_notebook_runs_with_smoke_parameters(path, executed_notebook):
     meta = course_metadata(path)
-    executed = run_notebook(
-        path, tmp_path, parameters=meta["smoke_parameters"], cell_timeout=SMOKE_CELL_TIMEOUT
-    )
+    executed = executed_notebook(path)  # run once per session, shared with tests/test_site.py
     failures = check_records(read_records(executed), meta["checks"])
     assert not failures, f"{path.name}: " + "; ".join(failures)
 

@@ -47,16 +47,18 @@ Hugging Face ``Trainer``, for a sequence-classification model::
 adds G-Loss on the mean-pooled last hidden state (padding excluded, ``gloss_lite.encoders.mean_pool``)
 to the cross-entropy of the model's logits.
 
-**Gradient accumulation.** ``transformers.Trainer`` divides the loss of each micro-batch by the
-number of micro-batches, unless it counts the loss as already scaled: that is the case when the
-model accepts loss kwargs (``model_accepts_loss_kwargs``; BERT's ``forward(**kwargs)`` does), so
-that the model's own loss comes as a sum over the whole accumulated batch divided by
-``num_items_in_batch``. Adding a per-batch G-Loss to that loss would count G-Loss once per
-micro-batch instead of once per step: doubled at two micro-batches. ``GLossTrainer`` computes
-both terms itself, never passes ``num_items_in_batch`` to the model and sets
-``loss_is_scaled_for_ga = False``, so the accumulated gradient is the gradient of the mean of
-the micro-batch losses, each micro-batch one graph. (Micro-batches of unequal size weigh
-equally, not per document; the balanced sampler keeps them equal but for a merged last one.)
+**Gradient accumulation.** ``transformers.Trainer`` (5.23) divides the loss of each micro-batch
+by the number of micro-batches, unless it counts the loss as already scaled: it does whenever the
+model's ``forward`` takes ``**kwargs`` (``model_accepts_loss_kwargs``), trusting the model to sum
+its loss over the whole accumulated batch and divide by ``num_items_in_batch``. BERT's
+``forward(**kwargs)`` qualifies, yet its sequence-classification CE is a per-batch mean that
+ignores ``num_items_in_batch``; a language model's loss does use it, and a per-batch G-Loss
+added to it is again not divided. Either way the usual glue (``outputs.loss + lam * G-Loss`` in
+a ``compute_loss``) steps on the *sum* of the micro-batch losses, or of their G-Loss terms:
+doubled at two micro-batches. ``GLossTrainer`` computes both terms itself, as per-batch means,
+never passes ``num_items_in_batch`` to the model and sets ``loss_is_scaled_for_ga = False``, so
+the accumulated gradient is the gradient of the mean of the micro-batch losses, each micro-batch
+one graph. (Micro-batches of unequal size weigh equally, not per document.)
 
 **Evaluation.** ``evaluate`` and ``predict`` draw no masks and keep no hidden states: the
 outputs are the logits, and ``eval_loss`` is the cross-entropy of the logits alone (G-Loss is

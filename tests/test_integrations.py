@@ -5,7 +5,6 @@ embeddings and mask, and the Trainer's update under gradient accumulation agains
 by hand.
 """
 
-import copy
 import warnings
 
 import pytest
@@ -233,44 +232,80 @@ class RecordingTrainer(GLossTrainer):
             embeddings = mean_pool(hidden, batch["attention_mask"])
             mask = self.gloss.last_mask.clone()
             expected = float(g_loss(embeddings, batch["labels"], mask, sigma=self.sigma, num_classes=2))
+            if not self.record:
+                self.first_embeddings = embeddings
             self.record.append((batch, mask, expected))
         return loss
 
 
-def micro_batch_loss(model, batch, mask, sigma, lam):
-    """``(1 - lam) * CE + lam * G-Loss`` of one micro-batch, written out by hand."""
+def micro_batch_terms(model, batch, mask, sigma):
+    """CE and G-Loss of one micro-batch, written out by hand."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 token_type_ids=batch["token_type_ids"], output_hidden_states=True)
     embeddings = mean_pool(out.hidden_states[-1], batch["attention_mask"])
     ce = F.cross_entropy(out.logits, batch["labels"])
-    return (1 - lam) * ce + lam * g_loss(embeddings, batch["labels"], mask, sigma=sigma, num_classes=2)
+    return ce, g_loss(embeddings, batch["labels"], mask, sigma=sigma, num_classes=2)
+
+
+def sgd_step_by_hand(model, loss, lr):
+    """The parameters after one SGD step on ``loss``: ``p - lr * dloss/dp``."""
+    parameters = dict(model.named_parameters())
+    grads = torch.autograd.grad(loss, list(parameters.values()), allow_unused=True)
+    return {name: p.detach() - lr * (0 if g is None else g) for (name, p), g in zip(parameters.items(), grads)}
+
+
+def largest_difference(model, parameters):
+    return max(float((p.detach() - parameters[name]).abs().max()) for name, p in model.named_parameters())
+
+
+class NaiveTrainer(GLossTrainer):
+    """The 10-line glue many write: G-Loss added to the model's own loss, the Trainer's scaling left as it is."""
+
+    loss_is_scaled_for_ga = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, num_items_in_batch=num_items_in_batch, output_hidden_states=True)
+        embeddings = mean_pool(outputs.hidden_states[-1], inputs["attention_mask"])
+        graph = g_loss(embeddings, inputs["labels"], self.masks.pop(0), sigma=0.7, num_classes=2)
+        return 0.5 * outputs.loss + 0.5 * graph
+
+
+def accumulate_one_step(trainer_class, reviews, tmp_path, **extra):
+    model = tiny_classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    trainer = trainer_class(model=model, args=hf_args(tmp_path, gradient_accumulation_steps=2, max_steps=1),
+                            train_dataset=tokenized(reviews.texts[:12], reviews.labels[:12]),
+                            optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)),
+                            num_classes=2, sigma=0.7, lam=0.5)
+    for name, value in extra.items():
+        setattr(trainer, name, value)
+    trainer.train()
+    return trainer
 
 
 def test_gloss_trainer_under_gradient_accumulation_steps_on_the_mean_of_the_micro_batch_losses(reviews, tmp_path):
-    model = tiny_classifier()
-    start = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    trainer = RecordingTrainer(model=model, args=hf_args(tmp_path, gradient_accumulation_steps=2, max_steps=1),
-                               train_dataset=tokenized(reviews.texts[:12], reviews.labels[:12]),
-                               optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)),
-                               num_classes=2, sigma=0.7, lam=0.5)
-    trainer.record = []
-    assert trainer.model_accepts_loss_kwargs  # BERT takes **kwargs: a naive loss would be scaled wrongly
-    trainer.train()
-    assert len(trainer.record) == 2
-    total = sum(micro_batch_loss(start, batch, mask, 0.7, 0.5) for batch, mask, _ in trainer.record) / 2
-    total.backward()
-    worst, largest = 0.0, 0.0
-    trained = dict(model.named_parameters())
-    for name, p in start.named_parameters():
-        if p.grad is None:
-            continue
-        by_hand = p.detach() - 0.5 * p.grad
-        worst = max(worst, float((trained[name].detach() - by_hand).abs().max()))
-        largest = max(largest, float((0.5 * p.grad).abs().max()))
-    assert largest > 1e-3  # the update is large enough for a doubled G-Loss to show
-    assert worst < 1e-5 * max(1.0, largest), (worst, largest)
-    assert trainer.state.log_history[0]["loss"] == pytest.approx(float(total.detach()), rel=1e-4)
+    trainer = accumulate_one_step(RecordingTrainer, reviews, tmp_path / "gloss", record=[])
+    assert trainer.model_accepts_loss_kwargs  # BERT's forward takes **kwargs: the Trainer trusts its scaling
+    assert [len(batch["labels"]) for batch, _, _ in trainer.record] == [6, 7]  # a class of 3 reused once
+    start = tiny_classifier()
+    terms = [micro_batch_terms(start, batch, mask, 0.7) for batch, mask, _ in trainer.record]
+    mean_loss = sum(0.5 * ce + 0.5 * graph for ce, graph in terms) / 2
+    by_hand = sgd_step_by_hand(start, mean_loss, lr=0.5)
+    step = largest_difference(start, by_hand)
+    assert step > 1e-3  # a step large enough for a mis-scaled G-Loss to show
+    assert largest_difference(trainer.model, by_hand) < 1e-5 * step
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(float(mean_loss.detach()), rel=1e-4)
+
+    # the naive glue, on the same micro-batches and masks, steps on the sum of the micro-batch losses
+    naive = accumulate_one_step(NaiveTrainer, reviews, tmp_path / "naive",
+                                masks=[mask for _, mask, _ in trainer.record])
+    start = tiny_classifier()
+    terms = [micro_batch_terms(start, batch, mask, 0.7) for batch, mask, _ in trainer.record]
+    # BERT's forward takes **kwargs, so the Trainer counts its loss as scaled already and does not divide by
+    # the 2 micro-batches; but its CE is a per-batch mean (it ignores num_items_in_batch): the step sums them
+    doubled = sum(0.5 * ce + 0.5 * graph for ce, graph in terms)
+    assert largest_difference(naive.model, sgd_step_by_hand(start, doubled, lr=0.5)) < 1e-5 * step
+    assert largest_difference(naive.model, by_hand) > 0.5 * step
 
 
 def test_gloss_trainer_trains_logs_the_true_g_loss_and_evaluation_draws_no_mask(reviews, tmp_path):
@@ -284,6 +319,7 @@ def test_gloss_trainer_trains_logs_the_true_g_loss_and_evaluation_draws_no_mask(
     trainer.train()
     assert len(trainer.record) == 16  # 4 balanced batches of 6 per epoch, 4 epochs
     assert all(batch["labels"].bincount().min() >= 2 for batch, _, _ in trainer.record)
+    assert trainer.sigma == pytest.approx(sigma_sqrt(trainer.first_embeddings), rel=1e-5)  # the first batch's
     logged = [row for row in trainer.state.log_history if "gloss" in row]
     for row, (_, _, expected) in zip(logged, trainer.record, strict=True):
         assert row["gloss"] == pytest.approx(0.5 * expected, rel=1e-4, abs=1e-6)

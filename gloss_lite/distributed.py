@@ -380,7 +380,8 @@ def gradient_check(sizes=(5, 7), lam: float = 0.5, mask_seed: int | None = 0) ->
     result = {
         "world_size": size, "local_sizes": local_sizes(sizes[me]), "lam": lam, "mask_seed": mask_seed,
         "masks_agree_across_ranks": all(torch.equal(m, masks[0]) for m in masks),
-        "gather_backward": "sum over ranks" if float(probe.grad[0]) == size else "local slice",
+        "gather_backward": "none (one process)" if size == 1 else (
+            "sum over ranks" if float(probe.grad[0]) == size else "local slice"),
         "torch": torch.__version__, "backend": dist.get_backend() if size > 1 else None,
     }
     if me == 0:
@@ -460,10 +461,8 @@ def main(argv=None) -> int:
     started = init_from_environment(torch.device("cpu"))
     try:
         if args.check == "gradient-check":
-            results = [gradient_check(sizes, lam, None if args.seed < 0 else args.seed)
-                       for sizes in ([5, 7][: world_size()] if world_size() <= 2 else
-                                     [4 + r for r in range(world_size())],)
-                       for lam in (1.0, 0.5)]
+            sizes = [5 + 2 * r for r in range(world_size())]  # uneven: 5, 7, 9, ...
+            results = [gradient_check(sizes, lam, None if args.seed < 0 else args.seed) for lam in (1.0, 0.5)]
             payload = {"check": args.check, "runs": results}
         else:
             payload = {"check": args.check, **fit_check(args.loss)}

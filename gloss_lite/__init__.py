@@ -18,6 +18,9 @@ losses     the baselines: SupCon, triplet, contrastive             06_comparing_
 results    results files and the convergence measure               06_comparing_losses
 ========== ======================================================= =====================
 
+``distributed`` (G-Loss on the global batch across processes: embeddings gathered with their
+gradient, one mask for all ranks) is taught in ``08_the_graph_beyond_one_batch``.
+
 ``exercises`` (the auto-checks of every notebook's coded exercises), ``classroom`` (student
 copies, Colab set-up cells and badges), ``runtime`` (seeds, devices), ``plots`` (shared
 figures), ``records`` (numbers a notebook reports to its tests) and ``course`` (the papermill

@@ -10,22 +10,25 @@ build the graph of the global batch, every rank gathers the embeddings of all ra
 order, ``X = [X_0; ...; X_{W-1}]`` (``gather_with_grad``), gathers the labels
 (``gather_labels``), draws the same mask and computes the same loss ``L(X)``.
 
-**Why no rescaling is needed.** The gather must keep the gradient (``accelerator.gather`` and
-``torch.distributed.all_gather`` return tensors cut off from autograd, so the gradient would
-reach only the local rows through nothing at all). torch's functional collective
+**Why no rescaling is needed.** The gather must keep the gradient: ``accelerator.gather`` and
+``torch.distributed.all_gather`` return tensors cut off from autograd, so G-Loss computed on
+them sends no gradient at all into the encoder, silently. torch's functional collective
 ``all_gather_single_autograd`` keeps it, and its backward is a reduce-scatter that **sums**
 over the ranks (measured: ``python -m gloss_lite.distributed gradient-check`` writes it as
-``gather_backward``). Every rank holds the same ``L``, so rank ``r`` receives
+``gather_backward``). Every rank ``s`` holds its own copy ``L_s`` of the same ``L``, so rank
+``r`` receives
 
-    ``g_r = sum_s dL/dX_r = W dL/dX_r``,
+    ``g_r = sum_s dL_s/dX_r = W dL/dX_r``,
 
 and after DDP's average over ranks the parameter gradient is
 
     ``(1/W) sum_r (W dL/dX_r) dX_r/dtheta = sum_r dL/dX_r dX_r/dtheta = dL/dtheta``,
 
 the single-process gradient of G-Loss on the concatenated batch: the factor ``W`` of the sum
-cancels the ``1/W`` of the average, so G-Loss is used unscaled. (Had the backward returned only
-the local slice, the loss would need a factor ``W``.)
+cancels the ``1/W`` of the average, so G-Loss is used unscaled. (A gather whose backward keeps
+only the local slice, or a detached gather with the local rows put back in, gives
+``dL/dX_r`` on rank ``r`` and ``dL/dtheta / W`` after the average: the loss would need a
+factor ``W``.)
 
 **Cross-entropy** is a mean over documents, computed on the local share only. With per-document
 weights ``w_i`` (1 without class weights), rank ``r``'s weighted mean is
@@ -37,7 +40,8 @@ uneven shares weigh in by their size, and ``c_r = 1`` when ``W = 1``.
 Every helper works outside a process group as on one device (world size 1, rank 0: a gather
 returns its input), so one code path serves one and many devices. ``gloss_lite.train.fit`` uses
 them under ``torchrun --nproc_per_node W``; ``GLoss(..., gather=True)`` (``gloss_lite.losses``)
-is the loss for any other trainer.
+is the loss for any other trainer; ``GatheredLoss`` does the same for any other loss of the
+whole batch (SupCon, triplet), by the same argument.
 
 Command line (rank 0 writes the file; an existing file is never overwritten)::
 
@@ -380,7 +384,8 @@ def gradient_check(sizes=(5, 7), lam: float = 0.5, mask_seed: int | None = 0) ->
     result = {
         "world_size": size, "local_sizes": local_sizes(sizes[me]), "lam": lam, "mask_seed": mask_seed,
         "masks_agree_across_ranks": all(torch.equal(m, masks[0]) for m in masks),
-        "gather_backward": "sum over ranks" if float(probe.grad[0]) == size else "local slice",
+        "gather_backward": "none (one process)" if size == 1 else (
+            "sum over ranks" if float(probe.grad[0]) == size else "local slice"),
         "torch": torch.__version__, "backend": dist.get_backend() if size > 1 else None,
     }
     if me == 0:
@@ -460,10 +465,8 @@ def main(argv=None) -> int:
     started = init_from_environment(torch.device("cpu"))
     try:
         if args.check == "gradient-check":
-            results = [gradient_check(sizes, lam, None if args.seed < 0 else args.seed)
-                       for sizes in ([5, 7][: world_size()] if world_size() <= 2 else
-                                     [4 + r for r in range(world_size())],)
-                       for lam in (1.0, 0.5)]
+            sizes = [5 + 2 * r for r in range(world_size())]  # uneven: 5, 7, 9, ...
+            results = [gradient_check(sizes, lam, None if args.seed < 0 else args.seed) for lam in (1.0, 0.5)]
             payload = {"check": args.check, "runs": results}
         else:
             payload = {"check": args.check, **fit_check(args.loss)}

@@ -465,8 +465,9 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     same global batch, up to rounding; with dropout on, each rank draws its own dropout. Sigma
     is rank 0's estimate, validation runs on rank 0 and its scores reach every rank (early
     stopping and the best epoch agree), the history's loss terms are global-batch means, rank 0
-    alone writes checkpoints and every rank resumes from them. ``encoder_passes=2`` is refused
-    with ``ValueError`` (DDP cannot run the model twice before one backward pass).
+    alone writes checkpoints and every rank resumes from them (a checkpoint of a one-process run
+    resumes in several, and back). ``on_epoch`` is called on every rank. ``encoder_passes=2`` is
+    refused with ``ValueError`` (DDP cannot run the model twice before one backward pass).
 
     Raises ``ValueError`` for bad settings or data and an unwritable ``checkpoint_dir`` (all
     before a model is loaded), ``CheckpointError`` for a checkpoint that cannot be resumed (for

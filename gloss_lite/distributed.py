@@ -313,8 +313,14 @@ def for_global_batch(aux_loss):
 def check_supported(config) -> None:
     """Refuse, under a process group, what ``fit`` cannot run as the global-batch run.
 
-    ``encoder_passes=2`` would call the DDP-wrapped encoder twice before one backward pass.
+    ``encoder_passes=2`` would call the DDP-wrapped encoder twice before one backward pass, and
+    ``chunk_size`` (``gloss_lite.cached``) once per chunk, each with its own backward pass.
     """
+    if world_size() > 1 and getattr(config, "chunk_size", None) is not None:
+        raise ValueError(
+            f"chunk_size={config.chunk_size} is not supported with {world_size()} processes: the cached step runs "
+            "the DistributedDataParallel model once per chunk, each with its own backward pass; use chunk_size=None "
+            "(several processes already give a graph of batch_size documents), or train in one process")
     if world_size() > 1 and config.encoder_passes != 1:
         raise ValueError(
             f"encoder_passes={config.encoder_passes} is not supported with {world_size()} processes: a second "

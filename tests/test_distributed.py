@@ -248,11 +248,12 @@ def fit_task(rank, folder):
     first = fit(train, val, config(epochs=1, checkpoint_dir=folder), encoder=tiny_encoder())
     resumed = fit(train, val, config(checkpoint_dir=folder), encoder=tiny_encoder())
     train_module._save_checkpoint = original
-    try:
-        fit(train, val, config(encoder_passes=2), encoder=tiny_encoder())
-        refused = None
-    except ValueError as error:
-        refused = str(error)
+    refused = {}
+    for name, changes in (("passes", {"encoder_passes": 2}), ("chunks", {"chunk_size": 2})):
+        try:
+            fit(train, val, config(**changes), encoder=tiny_encoder())
+        except ValueError as error:
+            refused[name] = str(error)
     return {"first_history": first.history, "sigma": first.sigma, "resumed_history": resumed.history,
             "resumed_weights": weights_of(resumed), "saved_by": saved, "refused": refused}
 
@@ -299,10 +300,10 @@ def test_rank_zero_alone_writes_checkpoints_and_a_resumed_run_continues(fit_runs
         assert_same_rows(result["resumed_history"], single_process_fit.history)
 
 
-def test_two_encoder_passes_are_refused_in_several_processes(fit_runs):
+def test_two_encoder_passes_and_cached_chunks_are_refused_in_several_processes(fit_runs):
     for result in fit_runs:
-        assert result["refused"] is not None and "encoder_passes=2 is not supported with 2 processes" \
-            in result["refused"]
+        assert "encoder_passes=2 is not supported with 2 processes" in result["refused"]["passes"]
+        assert "chunk_size=2 is not supported with 2 processes" in result["refused"]["chunks"]
 
 
 def test_the_command_line_writes_a_new_file_and_refuses_to_overwrite_one(tmp_path, capsys):

@@ -70,9 +70,54 @@ def read_notebook(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+# What JupyterLab 4.6 writes into a notebook's metadata when it saves it with the course's kernel
+# (the ipykernel "python3" kernel of the course's environment, Python 3.11 as in environment.yml).
+# ``version`` is the kernel's Python: a notebook saved under another Python (Colab's, say) changes
+# that one line, and only that one.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+    "version": "3.11.7",
+}
+
+
+def _as_javascript_numbers(value):
+    """``value`` with every integral float (``1.0``) as an int, as a JavaScript frontend sends it back."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _as_javascript_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_javascript_numbers(item) for item in value]
+    return value
+
+
+def notebook_text(notebook: dict) -> str:
+    """The text of ``notebook`` exactly as JupyterLab 4.6 saves it, so that opening and saving it there
+    changes nothing.
+
+    JupyterLab's frontend sends the notebook to the Jupyter server as JSON, so an integral float
+    (``1.0``) arrives as ``1``; it sets the metadata's ``kernelspec`` and ``language_info`` from the
+    kernel (``KERNELSPEC``, ``LANGUAGE_INFO``); the server writes it with ``nbformat.writes`` (keys
+    sorted, one-space indent, multi-line strings as lists of lines, UTF-8 unescaped) and a final
+    newline. This function does the same.
+    """
+    import nbformat
+
+    data = _as_javascript_numbers(notebook)  # a copy: the dicts and lists are new
+    data["metadata"] = {**data.get("metadata", {}), "kernelspec": _as_javascript_numbers(KERNELSPEC),
+                        "language_info": _as_javascript_numbers(LANGUAGE_INFO)}
+    return nbformat.writes(nbformat.from_dict(data), version=nbformat.NO_CONVERT) + "\n"
+
+
 def write_notebook(notebook: dict, path: Path) -> None:
-    """Write in the layout Jupyter uses (one-space indent, UTF-8, final newline)."""
-    Path(path).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Write ``notebook`` to ``path`` in the form JupyterLab 4.6 saves (``notebook_text``)."""
+    Path(path).write_text(notebook_text(notebook), encoding="utf-8")
 
 
 def source_lines(text: str) -> list[str]:
@@ -269,9 +314,7 @@ def write_student_copies(output: Path = STUDENT_DIR,
                          f"folder of their own (e.g. --output student)")
     copies = {}
     for path in notebooks:
-        data = (json.dumps(student_notebook(read_notebook(path), name=path.name), indent=1, ensure_ascii=False)
-                + "\n").encode("utf-8")
-        copies[path.name] = data
+        copies[path.name] = notebook_text(student_notebook(read_notebook(path), name=path.name)).encode("utf-8")
     manifest = _read_manifest(output)
     blocked = []
     for name, data in copies.items():

@@ -63,13 +63,18 @@ class BatchView:
 
     sigma: float
     gamma: float
-    affinity: torch.Tensor
+    log_affinity: torch.Tensor
     transition: torch.Tensor
     labeled_mask: torch.Tensor
     effective_neighbours: float
     lpa_accuracy: float
     g_loss: float
     update_norm: float
+
+    @property
+    def affinity(self) -> torch.Tensor:
+        """``W`` itself (its entries underflow to 0 when sigma is small; ``log_affinity`` does not)."""
+        return self.log_affinity.exp()
 
     @property
     def numbers(self) -> dict:
@@ -120,7 +125,7 @@ def explore(
     loss = g_loss(points, labels, mask, sigma=sigma, num_classes=num_classes, scheme=scheme)
     (gradient,) = torch.autograd.grad(loss, points)
     return BatchView(
-        sigma=float(sigma), gamma=float(gamma), affinity=log_affinity.exp(), transition=transition,
+        sigma=float(sigma), gamma=float(gamma), log_affinity=log_affinity, transition=transition,
         labeled_mask=mask, effective_neighbours=float(effective_neighbours(transition).mean()),
         lpa_accuracy=float(accuracy), g_loss=float(loss.detach()), update_norm=float(gradient.norm()),
     )
@@ -163,13 +168,16 @@ def draw_view(view: BatchView, labels: torch.Tensor, class_names, *, matrix: str
 
     if matrix not in MATRICES:
         raise ValueError(f"matrix must be one of {MATRICES}, got {matrix!r}")
-    shown = view.affinity if matrix == "affinity" else view.transition
-    off = ~torch.eye(len(shown), dtype=torch.bool)
+    off = ~torch.eye(len(view.transition), dtype=torch.bool)
+    shown, name, symbol = (view.affinity, "W", "$W_{ij}$") if matrix == "affinity" else \
+        (view.transition, "T", "$T_{ij}$")
+    if matrix == "affinity" and not shown[off].quantile(0.99) > shown[off].min():  # W underflows: show W / max W
+        shown = (view.log_affinity - view.log_affinity[off].max()).exp()
+        name, symbol = "W / max W (W itself underflows to 0)", r"$W_{ij} / \max W$"
     low, high = shown[off].min().item(), shown[off].quantile(0.99).item()
-    symbol = "W" if matrix == "affinity" else "T"
     fig, (heat, text) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.25, 1]})
-    sorted_heatmap(heat, shown, labels, class_names, f"{symbol} sorted by class, from {low:.2g} to {high:.2g}",
-                   vmin=low, vmax=high, cbar_label=f"${symbol}_{{ij}}$")
+    sorted_heatmap(heat, shown, labels, class_names, f"{name} sorted by class, from {low:.2g} to {high:.2g}",
+                   vmin=low, vmax=high, cbar_label=symbol)
     text.axis("off")
     text.text(0.0, 0.5, _summary(view, labels, len(class_names)), family="monospace", va="center", fontsize=10.5)
     fig.tight_layout()

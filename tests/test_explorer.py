@@ -108,6 +108,15 @@ def test_the_figures_draw_the_heatmap_and_one_line_per_gamma():
     assert heat.shape == (10, 10) and "T sorted by class" in fig.axes[0].get_title()
     assert "LPA accuracy" in fig.axes[1].texts[0].get_text()
     plt.close(fig)
+    narrow = explorer.explore(embeddings, labels, 3, sigma=0.005, gamma=0.5)
+    assert not (narrow.affinity > 0).any(), "at this sigma every weight underflows"
+    fig = explorer.draw_view(narrow, labels, ["a", "b", "c"])
+    relative = (narrow.log_affinity - narrow.log_affinity.max()).exp()
+    drawn = fig.axes[0].collections[0].get_array()
+    order = torch.argsort(labels, stable=True)
+    assert np.allclose(drawn.data[~drawn.mask], relative[order][:, order].numpy()[~drawn.mask])
+    assert fig.axes[0].get_title().startswith("W / max W")
+    plt.close(fig)
     table = explorer.sweep(embeddings, labels, 3, [0.2, 0.5, 2.0], [0.3, 0.6])
     fig = explorer.draw_sweep(table, reference_sigma=0.5)
     assert [len(ax.get_lines()) for ax in fig.axes] == [3, 3, 3, 3]  # two gammas and the reference line

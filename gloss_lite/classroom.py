@@ -18,6 +18,10 @@ the Colab badge is dropped (it points at the instructor's copy). The output is a
 the notebooks: running it twice writes the same bytes. It never writes into the notebooks' folder
 and never replaces or deletes a file it did not write.
 
+**Notebook files.** Every notebook this module writes (``write_notebook``, the student copies) is
+in the form JupyterLab 4.6 saves (``notebook_text``), so opening one there and saving it changes
+nothing; the course's notebooks are committed in that form too (``tests/test_notebook_format.py``).
+
 **Grading.** ``python -m gloss_lite.classroom grade`` is ``gloss_lite.grading``: it finds each
 exercise by the ids in the cells' metadata (``{"gloss_lite": {"exercise": "01.2", "role":
 "solution"}}`` or ``"check"``).

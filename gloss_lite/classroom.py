@@ -113,10 +113,16 @@ def notebook_text(notebook: dict) -> str:
     """
     import nbformat
 
+    if not isinstance(notebook, dict) or notebook.get("nbformat") != 4 or not isinstance(notebook.get("cells"), list):
+        raise ValueError("not an nbformat 4 notebook (a dict with 'nbformat': 4 and a list of 'cells'); "
+                         "read it with read_notebook or build it with nbformat.v4.new_notebook()")
     data = _as_javascript_numbers(notebook)  # a copy: the dicts and lists are new
     data["metadata"] = {**data.get("metadata", {}), "kernelspec": _as_javascript_numbers(KERNELSPEC),
                         "language_info": _as_javascript_numbers(LANGUAGE_INFO)}
-    return nbformat.writes(nbformat.from_dict(data), version=nbformat.NO_CONVERT) + "\n"
+    try:
+        return nbformat.writes(nbformat.from_dict(data), version=nbformat.NO_CONVERT) + "\n"
+    except (AttributeError, KeyError) as error:  # a cell without a field nbformat needs ("outputs", ...)
+        raise ValueError(f"not an nbformat 4 notebook: a cell lacks the field {error.args[0]!r}") from None
 
 
 def write_notebook(notebook: dict, path: Path) -> None:

@@ -107,3 +107,12 @@ def test_a_notebook_written_by_the_package_is_in_the_form(tmp_path):
 def test_the_student_copies_are_in_the_form(tmp_path):
     for path in classroom.make_student_copies(tmp_path / "student"):
         assert form_problems(path.read_text(encoding="utf-8")) == [], path.name
+
+
+def test_the_writer_refuses_what_is_not_a_notebook(tmp_path):
+    with pytest.raises(ValueError, match="not an nbformat 4 notebook"):
+        classroom.write_notebook({"cells": [], "metadata": {}}, tmp_path / "x.ipynb")
+    broken = {**TINY, "cells": [{"cell_type": "code", "id": "a", "metadata": {}, "source": "x = 1"}]}
+    with pytest.raises(ValueError, match="a cell lacks the field 'outputs'"):
+        classroom.write_notebook(broken, tmp_path / "x.ipynb")
+    assert not (tmp_path / "x.ipynb").exists()

@@ -22,9 +22,10 @@ results    results files and the convergence measure               06_comparing_
 gradient, one mask for all ranks) is taught in ``08_the_graph_beyond_one_batch``.
 
 ``exercises`` (the auto-checks of every notebook's coded exercises), ``classroom`` (student
-copies, Colab set-up cells and badges), ``runtime`` (seeds, devices), ``plots`` (shared
-figures), ``records`` (numbers a notebook reports to its tests) and ``course`` (the papermill
-runner) serve every notebook.
+copies, Colab set-up cells and badges, notebooks written as JupyterLab saves them), ``runtime``
+(seeds, devices), ``plots`` (shared figures), ``explorer`` (the sigma and gamma sliders of
+notebooks 01 and 04), ``records`` (numbers a notebook reports to its tests) and ``course`` (the
+papermill runner) serve every notebook.
 """
 
 __version__ = "0.1.0"

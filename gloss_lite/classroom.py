@@ -18,6 +18,10 @@ the Colab badge is dropped (it points at the instructor's copy). The output is a
 the notebooks: running it twice writes the same bytes. It never writes into the notebooks' folder
 and never replaces or deletes a file it did not write.
 
+**Notebook files.** Every notebook this module writes (``write_notebook``, the student copies) is
+in the form JupyterLab 4.6 saves (``notebook_text``), so opening one there and saving it changes
+nothing; the course's notebooks are committed in that form too (``tests/test_notebook_format.py``).
+
 **Grading.** ``python -m gloss_lite.classroom grade`` is ``gloss_lite.grading``: it finds each
 exercise by the ids in the cells' metadata (``{"gloss_lite": {"exercise": "01.2", "role":
 "solution"}}`` or ``"check"``).
@@ -70,9 +74,60 @@ def read_notebook(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+# What JupyterLab 4.6 writes into a notebook's metadata when it saves it with the course's kernel
+# (the ipykernel "python3" kernel of the course's environment, Python 3.11 as in environment.yml).
+# ``version`` is the kernel's Python: a notebook saved under another Python (Colab's, say) changes
+# that one line, and only that one.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+    "version": "3.11.7",
+}
+
+
+def _as_javascript_numbers(value):
+    """``value`` with every integral float (``1.0``) as an int, as a JavaScript frontend sends it back."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _as_javascript_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_javascript_numbers(item) for item in value]
+    return value
+
+
+def notebook_text(notebook: dict) -> str:
+    """The text of ``notebook`` exactly as JupyterLab 4.6 saves it, so that opening and saving it there
+    changes nothing.
+
+    JupyterLab's frontend sends the notebook to the Jupyter server as JSON, so an integral float
+    (``1.0``) arrives as ``1``; it sets the metadata's ``kernelspec`` and ``language_info`` from the
+    kernel (``KERNELSPEC``, ``LANGUAGE_INFO``); the server writes it with ``nbformat.writes`` (keys
+    sorted, one-space indent, multi-line strings as lists of lines, UTF-8 unescaped) and a final
+    newline. This function does the same.
+    """
+    import nbformat
+
+    if not isinstance(notebook, dict) or notebook.get("nbformat") != 4 or not isinstance(notebook.get("cells"), list):
+        raise ValueError("not an nbformat 4 notebook (a dict with 'nbformat': 4 and a list of 'cells'); "
+                         "read it with read_notebook or build it with nbformat.v4.new_notebook()")
+    data = _as_javascript_numbers(notebook)  # a copy: the dicts and lists are new
+    data["metadata"] = {**data.get("metadata", {}), "kernelspec": _as_javascript_numbers(KERNELSPEC),
+                        "language_info": _as_javascript_numbers(LANGUAGE_INFO)}
+    try:
+        return nbformat.writes(nbformat.from_dict(data), version=nbformat.NO_CONVERT) + "\n"
+    except (AttributeError, KeyError) as error:  # a cell without a field nbformat needs ("outputs", ...)
+        raise ValueError(f"not an nbformat 4 notebook: a cell lacks the field {error.args[0]!r}") from None
+
+
 def write_notebook(notebook: dict, path: Path) -> None:
-    """Write in the layout Jupyter uses (one-space indent, UTF-8, final newline)."""
-    Path(path).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Write ``notebook`` to ``path`` in the form JupyterLab 4.6 saves (``notebook_text``)."""
+    Path(path).write_text(notebook_text(notebook), encoding="utf-8")
 
 
 def source_lines(text: str) -> list[str]:
@@ -269,9 +324,7 @@ def write_student_copies(output: Path = STUDENT_DIR,
                          f"folder of their own (e.g. --output student)")
     copies = {}
     for path in notebooks:
-        data = (json.dumps(student_notebook(read_notebook(path), name=path.name), indent=1, ensure_ascii=False)
-                + "\n").encode("utf-8")
-        copies[path.name] = data
+        copies[path.name] = notebook_text(student_notebook(read_notebook(path), name=path.name)).encode("utf-8")
     manifest = _read_manifest(output)
     blocked = []
     for name, data in copies.items():

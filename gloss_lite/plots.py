@@ -10,12 +10,14 @@ import numpy as np
 import torch
 
 
-def sorted_heatmap(ax, affinity, labels, class_names, title, *, vmin=None, vmax=None, cmap="viridis"):
+def sorted_heatmap(ax, affinity, labels, class_names, title, *, vmin=None, vmax=None, cmap="viridis",
+                   cbar_label=r"$W_{ij}$"):
     """Draw ``affinity`` (n x n) with rows and columns sorted by class.
 
     White lines separate the classes and the diagonal is left blank, so a graph that agrees
     with the labels shows bright blocks along the diagonal. Class names label the blocks when
-    there are at most 12 classes.
+    there are at most 12 classes. ``cbar_label`` names the colour bar (``$T_{ij}$`` for a
+    transition matrix).
     """
     import seaborn as sns
 
@@ -26,7 +28,7 @@ def sorted_heatmap(ax, affinity, labels, class_names, title, *, vmin=None, vmax=
     sns.heatmap(
         affinity[order][:, order].numpy(), mask=np.eye(len(affinity), dtype=bool), cmap=cmap,
         vmin=vmin, vmax=vmax, square=True, ax=ax, xticklabels=False, yticklabels=False,
-        cbar_kws={"label": r"$W_{ij}$", "shrink": 0.8},
+        cbar_kws={"label": cbar_label, "shrink": 0.8},
     )
     edges = counts.cumsum(0).tolist()
     for edge in edges[:-1]:

@@ -44,6 +44,15 @@ class ChunkedEncoder(Encoder):
                           for i in range(0, len(texts), self.chunk_size)])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: a second CPU thread only waits on the first (and, on a busy CPU, for minutes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def batch():
     train = load_dataset("reviews_sentiment").train.sample(10, seed=0)

@@ -44,6 +44,15 @@ class ChunkedEncoder(Encoder):
                           for i in range(0, len(texts), self.chunk_size)])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: a second CPU thread only waits on the first (and, on a busy CPU, for minutes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def batch():
     train = load_dataset("reviews_sentiment").train.sample(10, seed=0)
@@ -134,6 +143,28 @@ def test_without_dropout_the_cached_step_equals_one_encoder_call(batch):
     _, _, chunked, _ = cached_step(encoder, head, texts, labels, chunk_size=4)
     scale = max(float(g.abs().max()) for g in whole)
     assert largest_difference(whole, chunked) <= 1e-9 * scale
+
+
+def test_under_autocast_the_cached_step_equals_the_plain_backward_under_autocast(batch):
+    """``autocast=True``: the encoder in bfloat16 (here on the CPU), its embeddings float32, as in fit with amp."""
+    texts, labels = batch
+    encoder = tiny_encoder(dropout=0.1)
+    head = torch.nn.Linear(encoder.dim, 2)
+    reference = ChunkedEncoder(encoder, 4).train()
+    torch.manual_seed(1)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        embeddings = reference(texts).float()
+    graph_loss(head, labels)(embeddings).backward()
+    plain = gradients(encoder, head)
+    encoder.zero_grad(), head.zero_grad()
+    torch.manual_seed(1)
+    _, cached_embeddings = cached_backward(encoder, texts, graph_loss(head, labels), 4, autocast=True)
+    assert cached_embeddings.dtype == torch.float32
+    assert torch.equal(cached_embeddings, embeddings.detach())
+    # One autocast region shares one bfloat16 copy of each weight, whose gradient sums the chunks in
+    # bfloat16; the cached step's chunks each have their own: equal up to bfloat16 rounding (2**-8).
+    scale = max(float(g.abs().max()) for g in plain)
+    assert largest_difference(plain, gradients(encoder, head)) <= 2**-8 * scale
 
 
 def test_random_state_replays_and_restores_the_cpu_generator():

@@ -77,6 +77,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -579,7 +580,6 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
     sigma = getattr(aux_loss, "sigma", None)
     totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0}
     shares = []
-    mixed = aux_loss is not None and config.loss.endswith("+ce")
     parameters = [*encoder.parameters(), *head.parameters()]
     encoder.train()
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
@@ -587,35 +587,18 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
         batch, ce_scale = distributed.local_batch(batch, train.labels, weights)  # this rank's share; 1.0 alone
         texts = [train.texts[i] for i in batch.tolist()]
         labels = train.labels[batch].to(device)
+        norms = {}
+        check = partial(_check_finite, epoch=epoch, step=step, steps=len(batches), config=config, sigma=sigma)
         if config.chunk_size is not None:  # the graph embedded chunk_size documents at a time
-            loss, ce, aux, norms = _cached_step(
-                encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights, ce_scale,
-                check=lambda what, value, terms=None: _check_finite(what, value, epoch, step, len(batches), config,
-                                                                    sigma, terms=terms))
+            loss, ce, aux = _cached_step(encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights,
+                                         ce_scale, norms, check)
         else:
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 embeddings = encoder(texts).float()  # the step's encoder pass
                 aux_embeddings = encoder(texts).float() if aux_loss is not None and config.encoder_passes == 2 \
-                    else embeddings  # the authors' second pass: other dropout, same weights
-            _check_finite("the embeddings", embeddings, epoch, step, len(batches), config, sigma)
-            if aux_embeddings is not embeddings:
-                _check_finite("the embeddings of the second pass", aux_embeddings, epoch, step, len(batches), config,
-                              sigma)
-            norms = {}
-            if mixed and config.log_grad_share:  # the backward pass itself reports each term's push on E
-                embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
-                    aux_embeddings, "aux", norms)
-            ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
-            if aux_loss is None:
-                loss, aux = ce, torch.zeros(())
-            else:
-                aux = aux_loss(aux_embeddings, labels)
-                if mixed:
-                    loss = mix_losses(ce, aux, config.lam)
-                else:  # the head learns on detached embeddings; the encoder sees the aux loss only
-                    ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
-                    loss = aux + ce
-            _check_finite("the loss", loss, epoch, step, len(batches), config, sigma, terms={"ce": ce, "aux": aux})
+                    else None  # the authors' second pass: other dropout, same weights
+            loss, ce, aux = _loss_terms(embeddings, aux_embeddings, labels, head, aux_loss, config, weights, ce_scale,
+                                        norms, check)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         if config.grad_clip is not None:
@@ -632,47 +615,59 @@ def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, devic
     return totals
 
 
-def _cached_step(encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights, ce_scale,
-                 check) -> tuple:
-    """One step's loss terms and backward with the batch embedded ``config.chunk_size`` documents at a time.
+def _loss_terms(embeddings, aux_embeddings, labels, head, aux_loss, config, weights, ce_scale, norms,
+                check) -> tuple:
+    """``(loss, ce, aux)`` of one step from its embeddings (and a second pass's, or None).
 
-    The same loss as the plain step of ``_train_epoch`` (CE, the aux term, the ``lam`` mix, the
-    class weights, the gradient probes, a second encoder pass), computed by
-    ``gloss_lite.cached.cached_backward`` on the cached embeddings of the whole batch; the
-    encoder's gradients equal those of the plain step on the same chunks (dropout replayed).
-    ``check(what, value, terms=None)`` stops a diverged run before the backward pass. Returns
-    ``(loss, ce, aux, norms)`` with the parameters' gradients in place.
+    ``check(what, value, terms=None)`` stops a diverged run before any backward pass. For
+    ``"X+ce"`` with ``log_grad_share``, gradient probes on two views of the embeddings store each
+    term's push on them in ``norms`` during the backward pass. ``ce_scale`` is this process's CE
+    factor (``gloss_lite.distributed.local_batch``; 1.0 in one process).
     """
     mixed = aux_loss is not None and config.loss.endswith("+ce")
-    norms, terms = {}, {}
+    check("the embeddings", embeddings)
+    if aux_embeddings is None:
+        aux_embeddings = embeddings
+    else:
+        check("the embeddings of the second pass", aux_embeddings)
+    if mixed and config.log_grad_share:  # the backward pass itself reports each term's push on E
+        embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
+            aux_embeddings, "aux", norms)
+    ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
+    if aux_loss is None:
+        loss, aux = ce, torch.zeros(())
+    else:
+        aux = aux_loss(aux_embeddings, labels)
+        if mixed:
+            loss = mix_losses(ce, aux, config.lam)
+        else:  # the head learns on detached embeddings; the encoder sees the aux loss only
+            ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
+            loss = aux + ce
+    check("the loss", loss, terms={"ce": ce, "aux": aux})
+    return loss, ce, aux
+
+
+def _cached_step(encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights, ce_scale, norms,
+                 check) -> tuple:
+    """One step's ``(loss, ce, aux)`` and backward, the batch embedded ``config.chunk_size`` documents at a time.
+
+    The loss terms of the plain step (``_loss_terms``), computed by
+    ``gloss_lite.cached.cached_backward`` on the cached embeddings of the whole batch (the
+    gradient probes fire on views of the cached leaf); the encoder's gradients equal those of
+    the plain step on the same chunks (dropout replayed). The parameters' gradients are left in
+    place.
+    """
+    terms = {}
 
     def loss_of(embeddings, aux_embeddings=None):
-        check("the embeddings", embeddings)
-        if aux_embeddings is None:
-            aux_embeddings = embeddings
-        else:
-            check("the embeddings of the second pass", aux_embeddings)
-        if mixed and config.log_grad_share:  # probes on views of the cached leaf report each term's push on E
-            embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
-                aux_embeddings, "aux", norms)
-        ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
-        if aux_loss is None:
-            loss, aux = ce, torch.zeros(())
-        else:
-            aux = aux_loss(aux_embeddings, labels)
-            if mixed:
-                loss = mix_losses(ce, aux, config.lam)
-            else:  # the head learns on detached embeddings; the encoder sees the aux loss only
-                ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
-                loss = aux + ce
-        check("the loss", loss, terms={"ce": ce, "aux": aux})
-        terms.update(ce=ce.detach(), aux=aux.detach())
+        loss, terms["ce"], terms["aux"] = _loss_terms(embeddings, aux_embeddings, labels, head, aux_loss, config,
+                                                      weights, ce_scale, norms, check)
         return loss
 
     passes = 2 if aux_loss is not None and config.encoder_passes == 2 else 1
     optimizer.zero_grad(set_to_none=True)
     loss, _ = cached_backward(encoder, texts, loss_of, config.chunk_size, passes=passes, autocast=use_amp)
-    return loss, terms["ce"], terms["aux"], norms
+    return loss, terms["ce"].detach(), terms["aux"].detach()
 
 
 def _gradient_probe(tensor: torch.Tensor, name: str, norms: dict) -> torch.Tensor:

@@ -661,6 +661,110 @@ def _same_verdict(student, generator) -> int:
             raise _Mismatch(f"yours {yours!r}, expected {expected!r}\n  on {where}")
     return len(drawn)
 
+
+def _coupling_loss(weights: torch.Tensor):
+    """A loss of all the embeddings at once (every row's term depends on every other row), as G-Loss is."""
+
+    def loss_of_embeddings(embeddings):
+        return torch.logsumexp(embeddings @ embeddings.T / 2, dim=1).mean() + (embeddings * weights).sum()
+
+    return loss_of_embeddings
+
+
+def _check_cached_gradient(student, generator) -> int:
+    """dLoss/dW of a linear "encoder" against one backward pass; the loss must see cached embeddings."""
+    cases = 0
+    for number in range(1, 5):
+        n, d_in, d = _randint(5, 13, generator), _randint(2, 5, generator), _randint(2, 4, generator)
+        chunk_size = _randint(1, n, generator) if number > 1 else 1
+        weight = _embeddings(d_in, d, generator)
+        inputs = _embeddings(n, d_in, generator)
+        loss_of = _coupling_loss(_embeddings(n, d, generator))
+        where = f"input {number} of 4: X {n} x {d_in}, W {d_in} x {d}, chunk_size={chunk_size}"
+        leaf = weight.clone().requires_grad_()
+        (expected,) = torch.autograd.grad(loss_of(inputs @ leaf), leaf)
+        calls = []
+
+        def watched(embeddings):
+            calls.append((tuple(embeddings.shape), embeddings.grad_fn is None and embeddings.requires_grad))
+            return loss_of(embeddings)
+
+        yours = _call(student, (weight.clone(), inputs.clone(), watched, chunk_size), where)
+        if len(calls) != 1 or calls[0][0] != (n, d):
+            raise _Mismatch(f"call loss_of_embeddings once, on all {n} cached embeddings ({n} x {d}); it was "
+                            f"called {len(calls)} time(s) with shapes {[shape for shape, _ in calls]}\n  on {where}")
+        if not calls[0][1]:
+            raise _Mismatch(f"loss_of_embeddings got embeddings that carry the encoder's graph (or no gradient): "
+                            f"step 1 embeds under torch.no_grad(), step 2 calls the loss on a leaf that requires "
+                            f"grad, so the cached step never holds every chunk's graph at once\n  on {where}")
+        _compare(yours, expected, where, atol=1e-9)
+        cases += 1
+    return cases
+
+
+def _check_ce_scales(student, generator) -> int:
+    """Each rank's factor c_r such that DDP's average of c_r * (local mean) is the global-batch mean."""
+    cases = [[4, 4], [5, 7], [9]]
+    for _ in range(2):
+        cases.append([_randint(1, 9, generator) for _ in range(_randint(2, 5, generator))])
+    for number, sizes in enumerate(cases, start=1):
+        where = f"input {number} of {len(cases)}: local batch sizes {sizes}"
+        yours = _call(student, (list(sizes),), where)
+        try:
+            factors = [float(value) for value in yours]
+        except (TypeError, ValueError):
+            raise _Mismatch(f"expected a list of {len(sizes)} numbers, got {_describe(yours)}\n  on {where}") from None
+        if len(factors) != len(sizes):
+            raise _Mismatch(f"expected one factor per rank ({len(sizes)}), got {len(factors)}\n  on {where}")
+        for _ in range(3):  # random per-document losses: DDP averages the ranks' scaled means
+            losses = [torch.rand(size, generator=generator, dtype=torch.float64) for size in sizes]
+            ddp = sum(c * float(part.mean()) for c, part in zip(factors, losses)) / len(sizes)
+            whole = float(torch.cat(losses).mean())
+            if abs(ddp - whole) > 1e-9:
+                raise _Mismatch(f"DDP's average of your scaled local means is {ddp:.6g}, the mean over the global "
+                                f"batch is {whole:.6g} (your factors {[round(c, 4) for c in factors]})\n  on {where}")
+    return len(cases)
+
+
+def _check_balanced_batch(student, generator) -> int:
+    """A random batch of distinct documents holding two of every class, drawn from ``generator``."""
+    tried = 0
+    for number in range(1, 5):
+        num_classes = _randint(2, 4, generator)
+        n = _randint(2 * num_classes + 2, 24, generator)
+        labels = _labels_with_every_class(n, num_classes, generator, at_least=2)
+        batch_size = _randint(2 * num_classes, n - 1, generator)
+        sizes = torch.bincount(labels, minlength=num_classes).tolist()
+        where = f"input {number} of 4: labels with class sizes {sizes}, batch_size={batch_size}"
+        seen, batches = torch.zeros(n, dtype=torch.bool), set()
+        for draw in range(200):
+            seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+            batch = _call(student, (labels.clone(), batch_size, torch.Generator().manual_seed(seed)), where)
+            try:
+                indices = [int(i) for i in batch]
+            except (TypeError, ValueError):
+                raise _Mismatch(f"expected a list of {batch_size} indices, got {_describe(batch)}\n  on {where}") \
+                    from None
+            if len(indices) != batch_size or len(set(indices)) != batch_size or not all(0 <= i < n for i in indices):
+                raise _Mismatch(f"expected {batch_size} distinct indices in 0..{n - 1}, got {indices}\n  on {where}")
+            counts = torch.bincount(labels[indices], minlength=num_classes)
+            if int(counts.min()) < 2:
+                raise _Mismatch(f"the batch {sorted(indices)} holds {counts.tolist()} documents of the classes "
+                                f"0..{num_classes - 1}: every class needs at least two\n  on {where}")
+            again = _call(student, (labels.clone(), batch_size, torch.Generator().manual_seed(seed)), where)
+            if [int(i) for i in again] != indices:
+                raise _Mismatch(f"two calls with generators of the same seed gave different batches: draw every "
+                                f"random choice from `generator`\n  on {where}", credit=0.5)
+            seen[indices] = True
+            batches.add(tuple(sorted(indices)))
+            tried += 1
+        if len(batches) == 1 or not bool(seen.all()):
+            never = (~seen).nonzero().flatten().tolist()
+            raise _Mismatch(f"200 generators with different seeds gave {len(batches)} different batch(es) and never "
+                            f"chose the documents {never}: the two of each class and the rest must be drawn at "
+                            f"random\n  on {where}", credit=0.5)
+    return tried
+
 # ---------------------------------------------------------------------------------------------
 
 _GRAPH = ("gaussian_affinity", "transition_matrix", "squared_distances", "pairwise_distances")
@@ -829,6 +933,29 @@ EXERCISES: dict[str, Exercise] = {
         _same_verdict,
         forbidden=("paired_interval", "verdict", "verdict_reference", "summarise"), points=3,
         more_hint="with equal differences s = 0 and the interval is the single value d"),
+    "08.1": Exercise(
+        "the cached gradient", "cached_gradient",
+        "step 1: embed every chunk X_k @ W under torch.no_grad() and concatenate; step 2: make the embeddings a "
+        "leaf that requires grad, call the loss once and take G = dLoss/dE; step 3: embed each chunk again with "
+        "gradient and push its rows G_k back, adding up the chunks' contributions to dLoss/dW",
+        _check_cached_gradient,
+        forbidden=("cached_backward",), points=3,
+        more_hint="torch.autograd.grad(X_k @ W, W, G_k)[0] is chunk k's term; W needs requires_grad_() in step 3"),
+    "08.2": Exercise(
+        "the cross-entropy scale under DDP", "ce_scales",
+        "rank r averages its own n_r documents and DDP averages the W ranks; choose c_r so that "
+        "(1/W) sum_r c_r mean_r equals the mean over all N = sum_r n_r documents",
+        _check_ce_scales,
+        forbidden=("local_batch",), points=2,
+        more_hint="the global mean is sum_r (n_r / N) mean_r, so c_r / W = n_r / N"),
+    "08.3": Exercise(
+        "a class-balanced batch", "balanced_batch",
+        "for every class draw two of its documents at random (torch.randperm with the generator), then fill "
+        "the batch with a random choice of the documents not yet taken",
+        _check_balanced_batch,
+        forbidden=("ClassBalancedBatchSampler",), points=2,
+        more_hint="members = (labels == c).nonzero().flatten(); members[torch.randperm(len(members), "
+                  "generator=generator)[:2]]"),
 }
 
 
@@ -837,7 +964,7 @@ EXERCISES: dict[str, Exercise] = {
 # ---------------------------------------------------------------------------------------------
 
 _PACKAGE_MODULES = ("graph", "lpa", "losses", "masking", "sigma", "encoders", "evaluate", "train", "reproduce",
-                    "exercises")
+                    "cached", "distributed", "sampling", "exercises")
 
 
 def _forbidden_objects(names: tuple[str, ...]) -> dict[int, str]:

@@ -176,6 +176,32 @@ def paired_verdict(differences, better, *, z_instead_of_t=False):
     return "supported" if low > 0 else "not supported" if high < 0 else "undecided at this sample size"
 
 
+def cached_gradient(W, X, loss_of_embeddings, chunk_size):
+    starts = range(0, len(X), chunk_size)
+    with torch.no_grad():
+        cached = torch.cat([X[s:s + chunk_size] @ W for s in starts])
+    cached.requires_grad_()
+    (upstream,) = torch.autograd.grad(loss_of_embeddings(cached), cached)
+    return sum(X[s:s + chunk_size].T @ upstream[s:s + chunk_size] for s in starts)  # d(X_k W)/dW by hand
+
+
+def ce_scales(sizes):
+    return [len(sizes) * n / sum(sizes) for n in sizes]
+
+
+def balanced_batch(labels, batch_size, generator):
+    order = torch.randperm(len(labels), generator=generator).tolist()
+    chosen = []
+    for cls in sorted(set(labels.tolist())):
+        chosen += [i for i in order if labels[i] == cls][:2]
+    return chosen + [i for i in order if i not in chosen][: batch_size - len(chosen)]
+
+
+def plain_gradient(W, X, loss_of_embeddings, chunk_size):  # right value, but every chunk's graph held at once
+    leaf = W.clone().requires_grad_()
+    return torch.autograd.grad(loss_of_embeddings(X @ leaf), leaf)[0]
+
+
 CORRECT = {
     "00.1": mean_pooling,
     "00.2": lambda e: F.cosine_similarity(e[:, None, :], e[None, :, :], dim=-1),
@@ -201,6 +227,9 @@ CORRECT = {
     "07.1": authors_mask,
     "07.2": push_share,
     "07.3": paired_verdict,
+    "08.1": cached_gradient,
+    "08.2": ce_scales,
+    "08.3": balanced_batch,
 }
 
 
@@ -252,6 +281,9 @@ MISTAKES = {
                                       / torch.autograd.grad(c, e, retain_graph=True)[0].norm()),
              "yours"),  # a ratio of the two norms, not a share
     "07.3": (lambda d, better: paired_verdict(d, better, z_instead_of_t=True), "expected"),
+    "08.1": (plain_gradient, "carry the encoder's graph"),
+    "08.2": (lambda sizes: [1.0] * len(sizes), "DDP's average"),  # uneven shares weighed equally
+    "08.3": (lambda y, b, g: torch.randperm(len(y), generator=g)[:b].tolist(), "every class needs at least two"),
 }
 
 

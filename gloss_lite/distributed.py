@@ -428,8 +428,8 @@ def _write_new(path: Path, payload: dict) -> None:
 def fit_check(loss: str = "gloss+ce", epochs: int = 2) -> dict:
     """A smoke fit on the course's reviews with a tiny random BERT, under the current process group.
 
-    Returns the history's losses, the local sizes of the first batch and a fingerprint of the
-    final weights (their sum), the same on every rank.
+    Returns the history's losses and a fingerprint of the final weights (their sum) on rank 0,
+    every rank's fingerprint, and whether they are all equal.
     """
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -448,8 +448,13 @@ def fit_check(loss: str = "gloss+ce", epochs: int = 2) -> dict:
                          progress=False, sigma=0.5, lpa_eval=False)
     result = fit(train.sample(24, seed=0), val.sample(12, seed=0), config, encoder=encoder)
     weights = sum(float(p.detach().double().sum()) for p in [*encoder.parameters(), *result.head.parameters()])
+    every_rank = [weights]
+    if world_size() > 1:
+        every_rank = [None] * world_size()
+        dist.all_gather_object(every_rank, weights)
     return {"world_size": world_size(), "history": [{k: row[k] for k in ("epoch", "loss", "ce", "aux", "val_macro_f1")}
-                                                    for row in result.history], "weight_sum": weights}
+                                                    for row in result.history], "weight_sum": weights,
+            "weight_sums_by_rank": every_rank, "weights_agree_across_ranks": len(set(every_rank)) == 1}
 
 
 CHECKS = {"gradient-check": gradient_check, "fit-check": fit_check}

@@ -158,11 +158,12 @@ def _screenshot_variance(png: bytes) -> float:
     return float(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float).var())
 
 
-# the article's prose, without code, outputs and typeset math: where raw TeX must not remain
+# the article's prose, without code, outputs, API signatures and typeset math: where raw TeX must not remain
 PROSE_JS = """() => {
   const article = document.querySelector('article') || document.body;
   const copy = article.cloneNode(true);
-  copy.querySelectorAll('pre, code, .cell_output, .output, mjx-container, script, style').forEach(e => e.remove());
+  copy.querySelectorAll('pre, code, .sig, .cell_output, .output, mjx-container, script, style')
+    .forEach(e => e.remove());
   return copy.innerText;
 }"""
 

@@ -155,6 +155,13 @@ def _estimate_sigma(rule: str, embeddings: torch.Tensor, labels: torch.Tensor) -
     return sigma_dicm(embeddings, labels.cpu())
 
 
+def _pooled_last_hidden(outputs, inputs: dict) -> torch.Tensor:
+    """The attention-mask mean of a model's last hidden state (all tokens when there is no mask)."""
+    hidden = outputs.hidden_states[-1]
+    mask = inputs.get("attention_mask")
+    return mean_pool(hidden, torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask)
+
+
 def _labels_tensor(labels) -> torch.Tensor:
     if labels is None:
         raise ValueError("G-Loss needs the batch's labels: give the dataset a 'label' column of integer class ids")
@@ -418,14 +425,10 @@ class GLossTrainer(Trainer):
             loss = F.cross_entropy(logits.float(), labels.to(logits.device))
             return (loss, SequenceClassifierOutput(logits=logits)) if return_outputs else loss
         labels = labels.to(self.args.device)
-        attention_mask = inputs.get("attention_mask")
         if self.sigma is None and can_mask(labels):
             self.sigma = self.gloss.sigma = self._estimate_sigma(model, inputs, labels)
         outputs = model(**inputs, output_hidden_states=True)
-        hidden = outputs.hidden_states[-1]
-        if attention_mask is None:
-            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
-        embeddings = mean_pool(hidden, attention_mask)
+        embeddings = _pooled_last_hidden(outputs, inputs)
         ce = F.cross_entropy(outputs.logits.float(), labels)
         if can_mask(labels):
             graph = self.gloss(embeddings.float(), labels)
@@ -442,12 +445,10 @@ class GLossTrainer(Trainer):
         model.eval()
         try:
             with torch.no_grad():
-                hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
+                embeddings = _pooled_last_hidden(model(**inputs, output_hidden_states=True), inputs)
         finally:
             model.train()
-        mask = inputs.get("attention_mask")
-        mask = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask
-        return _estimate_sigma(self.sigma_rule, mean_pool(hidden, mask), labels)
+        return _estimate_sigma(self.sigma_rule, embeddings, labels)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._terms["count"]:

@@ -7,178 +7,98 @@ Both integrations train on the loss of the course, for a batch with embeddings `
 
     loss = (1 - lam) * CE(head(E), y) + lam * G-Loss(E, y, mask; sigma)
 
-``lam`` is the weight of **G-Loss** (the course's name): ``lam = 1`` is G-Loss alone and
-``lam = 0.5`` an even mix with cross-entropy; ``lam`` must lie in ``(0, 1]``. G-Loss is
-``gloss_lite.losses.GLoss`` (label propagation on the batch's graph, scored at the hidden
-nodes); ``gamma`` is the share of visible labels, ``sigma`` the kernel width.
-
-**sigma.** A number is used as it is. ``"sqrt"`` or ``"dicm"`` (``gloss_lite.sigma``) is
-estimated once, on the model's embeddings of the first training batch that can be masked,
-computed without gradient and in eval mode (no dropout), and then fixed for the rest of the
-run (``loss.sigma`` / ``trainer.sigma`` hold it). ``fit`` estimates it on up to 2000 training
-texts instead; one batch is what a loss inside someone else's loop gets to see.
-
-**Batches G-Loss cannot mask.** The mask needs a class with two documents (one visible, one
-hidden). ``ClassBalancedBatchSampler`` (``gloss_lite.sampling``) puts two of every class into
-each batch and merges a too-small last batch into the one before, so that never happens; pass
-``balanced_batch_sampler`` as sentence-transformers' ``batch_sampler`` argument, and
-``GLossTrainer`` uses it by default. Where a batch still has no class of two (a last batch of
-one document under a plain shuffle, or ``model.fit``, which keeps its own batches), its G-Loss
-term is 0 for that step and an ``UnmaskableBatchWarning`` says so; the CE term, if any, still
-trains.
+with the names and defaults of ``gloss_lite.integration_terms`` (``num_labels``, ``lam = 0.5``,
+``sigma = "sqrt"``, ``gamma = 0.7``, class-balanced batches off); ``lam`` lies in ``(0, 1]``.
 
 sentence-transformers::
 
     model = load_sentence_transformer()                         # the offline MiniLM
-    loss = GLossLoss(model, num_classes=2, sigma="sqrt", gamma=0.7, lam=1.0)
-    args = SentenceTransformerTrainingArguments(output_dir, batch_sampler=balanced_batch_sampler)
+    loss = GLossLoss(model, num_labels=2)
+    args = SentenceTransformerTrainingArguments(output_dir)     # batch_sampler=balanced_batch_sampler: balanced
     SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(
         {"text": texts, "label": labels}), loss=loss).train()
 
-``GLossLoss`` returns its terms as a dict, ``{"gloss": lam * G-Loss, "ce": (1 - lam) * CE}``
-(``"ce"`` only when ``lam < 1``); ``SentenceTransformerTrainer`` adds them up for the backward
-pass and logs each one beside ``loss``. The CE head (``loss.classifier``, ``nn.Linear(d, C)``)
-lives in the loss, as in sentence-transformers' ``SoftmaxLoss``, and is trained with the model.
+``GLossLoss`` returns one tensor, so the library's wrappers compose with it
+(``MatryoshkaLoss(model, GLossLoss(model, 2, lam=1.0), [384, 128])``); ``return_terms=True``
+returns ``{"gloss": lam * G, "ce": (1 - lam) * CE}`` instead, which ``SentenceTransformerTrainer``
+adds up and logs term by term. sigma and the CE head live in a ``GLossHead`` appended to the
+model (``gloss_lite.gloss_head``): they are saved with it and restored with every checkpoint.
+``gather_across_devices=True`` builds one graph of every process's batch
+(``gloss_lite.losses.GLoss(gather=True)``); ``mini_batch_size=m`` embeds the batch ``m`` texts
+at a time and caches the gradient of the embeddings (sentence-transformers' ``CachedLossMixin``,
+the pattern of ``gloss_lite.cached``), so the graph can be larger than memory allows.
+``GLossEvaluator`` (``gloss_lite.gloss_evaluator``) scores by the head and by propagation.
 
-Hugging Face ``Trainer``, for a sequence-classification model::
-
-    trainer = GLossTrainer(model=model, args=args, train_dataset=train, num_classes=2, lam=0.5)
-
-adds G-Loss on the mean-pooled last hidden state (padding excluded, ``gloss_lite.encoders.mean_pool``)
-to the cross-entropy of the model's logits.
-
-**Gradient accumulation.** ``transformers.Trainer`` (5.23) divides the loss of each micro-batch
-by the number of micro-batches, unless it counts the loss as already scaled: it does whenever the
-model's ``forward`` takes ``**kwargs`` (``model_accepts_loss_kwargs``), trusting the model to sum
-its loss over the whole accumulated batch and divide by ``num_items_in_batch``. BERT's
-``forward(**kwargs)`` qualifies, yet its sequence-classification CE is a per-batch mean that
-ignores ``num_items_in_batch``; a language model's loss does use it, and a per-batch G-Loss
-added to it is again not divided. Either way the usual glue (``outputs.loss + lam * G-Loss`` in
-a ``compute_loss``) steps on the *sum* of the micro-batch losses, or of their G-Loss terms:
-doubled at two micro-batches. ``GLossTrainer`` computes both terms itself, as per-batch means,
-never passes ``num_items_in_batch`` to the model and sets ``loss_is_scaled_for_ga = False``, so
-the accumulated gradient is the gradient of the mean of the micro-batch losses, each micro-batch
-one graph. (Micro-batches of unequal size weigh equally, not per document.)
-
-**Evaluation.** ``evaluate`` and ``predict`` draw no masks and keep no hidden states: the
-outputs are the logits, and ``eval_loss`` is the cross-entropy of the logits alone (G-Loss is
-a training signal whose value depends on a random mask). ``GLossLoss`` in eval mode scores
-G-Loss with a mask drawn from a fresh generator seeded by ``seed`` on every call, so the
-training masks are untouched and an evaluation loss repeats.
+Hugging Face ``Trainer``, for a sequence-classification model: ``GLossTrainer``
+(``gloss_lite.gloss_trainer``).
 
 ``load_sentence_transformer(path)`` loads a ``SentenceTransformer`` from a ``pathlib.Path``
-too: sentence-transformers 6.2 fails on a ``Path`` (``TypeError: argument of type 'PosixPath'
-is not iterable``) and wants ``str(path)``.
+too (sentence-transformers wants ``str(path)``), and a saved G-Loss model with its ``GLossHead``.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import os
-import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from sentence_transformers.base.losses.gradcache import CachedLossMixin
 from torch import nn
-from transformers import Trainer
 
-from .encoders import default_model_path, mean_pool
-from .losses import GLoss, g_loss, mix_losses
-from .masking import split_mask
+from .cached import check_chunk_size
+from .encoders import default_model_path
+from .gloss_evaluator import GLossEvaluator, gloss_head
+from .gloss_head import GLossHead
+from .gloss_trainer import GLossTrainer
+from .integration_terms import (
+    CITATION,
+    DEFAULT_GAMMA,
+    DEFAULT_LAM,
+    DEFAULT_SIGMA,
+    UnmaskableBatchWarning,
+    can_mask,
+    check_lam,
+    check_num_labels,
+    check_sigma,
+    estimate_sigma,
+    graph_term,
+    labels_tensor,
+    make_gloss,
+    weighted_terms,
+)
 from .sampling import ClassBalancedBatchSampler
-from .sigma import sigma_dicm, sigma_sqrt
 
-SIGMA_RULES = ("sqrt", "dicm")
-CITATION = """
-@inproceedings{sharma2025gloss,
-    title = {G-Loss: Graph-Guided Fine-Tuning of Language Models},
-    author = {Sharma, Aditya and Agarwal, Sahil and Kumar, Ashish},
-    booktitle = {Learning on Graphs Conference (LoG)},
-    year = {2025},
-    eprint = {2604.25853},
-    archivePrefix = {arXiv},
-}
-"""
+__all__ = [
+    "GLossEvaluator",
+    "GLossHead",
+    "GLossLoss",
+    "GLossTrainer",
+    "UnmaskableBatchWarning",
+    "balanced_batch_sampler",
+    "can_mask",
+    "load_sentence_transformer",
+]
 
 
-class UnmaskableBatchWarning(UserWarning):
-    """A batch with no class of two documents: G-Loss cannot hide a label, so its term is 0 this step."""
-
-
-def _check_lam(lam) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or math.isnan(lam) or not 0.0 < lam <= 1.0:
-        raise ValueError(
-            f"lam is the weight of G-Loss in (1 - lam) * CE + lam * G-Loss and must lie in (0, 1], got {lam!r} "
-            "(lam = 1 is G-Loss alone; lam = 0 would be plain cross-entropy, which needs no G-Loss)"
-        )
-    return float(lam)
-
-
-def _check_sigma(sigma) -> float | None:
-    """None for a rule ("sqrt", "dicm") still to be estimated, else the number as a float."""
-    if isinstance(sigma, str):
-        if sigma not in SIGMA_RULES:
-            raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
-        return None
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
-    return float(sigma)
-
-
-def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    return num_classes
-
-
-def can_mask(labels: torch.Tensor) -> bool:
-    """True when some class has two documents in ``labels``, so a mask can hide one and show one."""
-    return len(labels) >= 2 and bool((torch.unique(labels, return_counts=True)[1] >= 2).any())
-
-
-def _warn_unmaskable(labels: torch.Tensor) -> None:
-    warnings.warn(
-        f"a batch of {len(labels)} documents has no class with two documents, so G-Loss cannot hide a label: "
-        "its G-Loss term is 0 for this step. Use class-balanced batches "
-        "(gloss_lite.integrations.balanced_batch_sampler, or GLossTrainer(balanced_batches=True))",
-        UnmaskableBatchWarning,
-        stacklevel=3,
-    )
-
-
-def _estimate_sigma(rule: str, embeddings: torch.Tensor, labels: torch.Tensor) -> float:
-    if rule == "sqrt":
-        return sigma_sqrt(embeddings)
-    return sigma_dicm(embeddings, labels.cpu())
-
-
-def _pooled_last_hidden(outputs, inputs: dict) -> torch.Tensor:
-    """The attention-mask mean of a model's last hidden state (all tokens when there is no mask)."""
-    hidden = outputs.hidden_states[-1]
-    mask = inputs.get("attention_mask")
-    return mean_pool(hidden, torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask)
-
-
-def _labels_tensor(labels) -> torch.Tensor:
-    if labels is None:
-        raise ValueError("G-Loss needs the batch's labels: give the dataset a 'label' column of integer class ids")
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(
-            f"G-Loss needs one integer class id per document, got labels of shape {tuple(labels.shape)} "
-            f"and dtype {labels.dtype}"
-        )
-    return labels.long()
+def _trusted_modules(folder: Path) -> bool:
+    """True when the saved model's only module classes outside sentence-transformers are this package's."""
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        return False
+    types = [entry.get("type", "") for entry in json.loads(modules.read_text(encoding="utf-8"))]
+    outside = [name for name in types if not name.startswith("sentence_transformers.")]
+    return bool(outside) and all(name.startswith("gloss_lite.") for name in outside)
 
 
 def load_sentence_transformer(name_or_path: str | os.PathLike | None = None, *, max_seq_length: int | None = None,
                               **kwargs):
     """A ``SentenceTransformer`` from a name, a folder (``str`` or ``pathlib.Path``), or None for the offline MiniLM.
 
-    ``max_seq_length`` (tokens) is set when given; ``kwargs`` go to ``SentenceTransformer`` (e.g. ``device="cpu"``).
+    A folder saved after G-Loss training holds a ``GLossHead``; it is loaded with
+    ``trust_remote_code=True`` when that is its only class from outside sentence-transformers.
+    ``max_seq_length`` (tokens) is set when given; ``kwargs`` go to ``SentenceTransformer``.
     """
     from sentence_transformers import SentenceTransformer
 
@@ -187,6 +107,8 @@ def load_sentence_transformer(name_or_path: str | os.PathLike | None = None, *, 
         source = Path(source).expanduser()
         if not source.is_dir():
             raise ValueError(f"model folder {str(source)!r} does not exist; give a folder holding the model's files")
+    if Path(os.fspath(source)).is_dir() and _trusted_modules(Path(os.fspath(source))):
+        kwargs.setdefault("trust_remote_code", True)
     model = SentenceTransformer(os.fspath(source), **kwargs)
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
@@ -200,7 +122,9 @@ def balanced_batch_sampler(dataset, batch_size: int, drop_last: bool = False, va
     sentence-transformers calls it with its own arguments: the labels come from the first of
     ``valid_label_columns`` the dataset has (``"label"``), the seed is the trainer's; the
     sampler never drops documents (``drop_last`` is ignored: a too-small last batch is merged
-    into the one before) and reseeds itself per epoch (``set_epoch``).
+    into the one before) and reseeds itself per epoch (``set_epoch``). Small classes are drawn
+    more than once per epoch: it changes the training distribution, which is why it is not the
+    default. Without it, leave ``batch_sampler`` at its default.
     """
     columns = list(valid_label_columns or ["label"])
     column = next((name for name in columns if name in dataset.column_names), None)
@@ -209,250 +133,145 @@ def balanced_batch_sampler(dataset, batch_size: int, drop_last: bool = False, va
             f"class-balanced batches need a label column ({' or '.join(columns)}); the dataset has "
             f"{dataset.column_names}"
         )
-    return ClassBalancedBatchSampler(dataset[column], batch_size, seed=seed)
+    try:
+        return ClassBalancedBatchSampler(dataset[column], batch_size, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"{error}; or train without class-balanced batches: leave batch_sampler at its "
+                         "default in SentenceTransformerTrainingArguments") from None
 
 
-class GLossLoss(nn.Module):
+def _attach_head(model, num_labels: int, classifier: bool, sigma: float | None, rule: str | None) -> GLossHead:
+    """The model's ``GLossHead``, appended when it has none (see ``gloss_lite.gloss_head``)."""
+    head = gloss_head(model)
+    if head is None:
+        head = GLossHead(model.get_embedding_dimension(), num_labels, classifier=classifier, sigma=sigma,
+                         sigma_rule=rule).to(model.device)
+        model.append(head)
+        return head
+    if head.num_labels != num_labels:
+        raise ValueError(f"the model's GLossHead has {head.num_labels} labels but num_labels is {num_labels}; "
+                         "load the base model without it to train on other classes")
+    if classifier and not head.classifier:
+        raise ValueError("the model was trained with lam = 1 and has no CE head; train it further with lam=1.0")
+    if sigma is not None:
+        head.sigma = sigma
+    return head
+
+
+class GLossLoss(CachedLossMixin, nn.Module):
     """G-Loss (mixed with CE when ``lam < 1``) as a sentence-transformers loss; see the module docstring.
 
-    ``loss = (1 - lam) * CE(classifier(E), y) + lam * G-Loss(E, y)`` on the model's
-    ``sentence_embedding`` ``E`` of the batch's single text column. Note the course's ``lam``
-    weighs **G-Loss**: ``lam = 1.0`` (the default) is G-Loss alone, with no head.
+    ``loss = (1 - lam) * CE(head(E), y) + lam * G-Loss(E, y)`` on the model's
+    ``sentence_embedding`` ``E`` of the batch's single text column.
 
     Args:
-        model: the ``SentenceTransformer`` to train.
-        num_classes: ``C``; labels are integer class ids in ``[0, C)``.
-        sigma: a number, or ``"sqrt"`` / ``"dicm"``, estimated on the first training batch
-            (eval mode, no gradient) and then fixed (``self.sigma``).
+        model: the ``SentenceTransformer`` to train; a ``GLossHead`` is appended to it (kept if
+            it has one already, with its trained sigma).
+        num_labels: ``C``; labels are integer class ids in ``[0, C)``.
+        sigma: a number, or ``"sqrt"`` / ``"dicm"``, applied to the first training batch that can
+            be masked and then fixed (``self.sigma``, saved in the ``GLossHead``).
         gamma: share of each batch's labels kept visible, in (0, 1).
-        lam: weight of G-Loss, in (0, 1]; with ``lam < 1`` a linear CE head
-            ``self.classifier`` (``d -> C``) is trained inside the loss.
+        lam: weight of G-Loss, in (0, 1]; with ``lam < 1`` the ``GLossHead`` holds a linear CE head.
         scheme, target, stratified, class_weights: as in ``gloss_lite.losses.GLoss``.
-        seed: seeds the training masks, and the fresh generator of every evaluation mask.
+        seed: seeds the fresh generator of every evaluation mask (training masks come from
+            torch's global generator, which the trainer seeds and checkpoints).
+        return_terms: return ``{"gloss": ..., "ce": ...}`` instead of their sum (logged term by term).
+        gather_across_devices: one graph of every process's batch (``GLoss(gather=True)``).
+        mini_batch_size: embed this many texts at a time, with cached embedding gradients.
 
-    ``forward(sentence_features, labels)`` returns ``{"gloss": lam * G, "ce": (1 - lam) * CE}``
-    (no ``"ce"`` when ``lam = 1``), which the trainer adds up; ``self.gloss.last_mask`` is the last
-    training mask. A batch with no class of two documents gets a G-Loss term of 0 and an
-    ``UnmaskableBatchWarning``.
+    A batch with no class of two documents gets a G-Loss term of 0 and an ``UnmaskableBatchWarning``.
     """
 
-    def __init__(self, model, num_classes: int, sigma: float | str = "sqrt", gamma: float = 0.7, lam: float = 1.0,
-                 *, scheme: str = "gloss", target: str = "nll", stratified: bool = True,
-                 class_weights: torch.Tensor | None = None, seed: int = 0) -> None:
-        super().__init__()
-        self.model = model
-        self.num_classes = _check_num_classes(num_classes)
-        self.lam = _check_lam(lam)
+    def __init__(self, model, num_labels: int, sigma: float | str = DEFAULT_SIGMA, gamma: float = DEFAULT_GAMMA,
+                 lam: float = DEFAULT_LAM, *, scheme: str = "gloss", target: str = "nll", stratified: bool = True,
+                 class_weights: torch.Tensor | None = None, seed: int = 0, return_terms: bool = False,
+                 gather_across_devices: bool = False, mini_batch_size: int | None = None) -> None:
+        nn.Module.__init__(self)
+        self.num_labels = check_num_labels(num_labels)
+        self.lam = check_lam(lam)
+        value = check_sigma(sigma)
         self.sigma_rule = sigma if isinstance(sigma, str) else None
-        self.sigma = _check_sigma(sigma)
+        for name, flag in (("return_terms", return_terms), ("gather_across_devices", gather_across_devices)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        if mini_batch_size is not None:
+            check_chunk_size(mini_batch_size)
+            if return_terms:
+                raise ValueError("with mini_batch_size the loss is one cached tensor; use return_terms=False")
+        self.mini_batch_size = mini_batch_size or 0
+        self.uses_gradient_cache = mini_batch_size is not None
+        self.return_terms = return_terms
         self.seed = seed
-        self.gloss = GLoss(num_classes, self.sigma or 1.0, gamma, scheme=scheme, target=target,
-                           class_weights=class_weights, stratified=stratified, seed=seed)
-        dimension = model.get_embedding_dimension()
-        self.classifier = nn.Linear(dimension, num_classes, device=model.device) if self.lam < 1 else None
+        self.model = model
+        self.gloss = make_gloss(num_labels, gamma, scheme=scheme, target=target, stratified=stratified,
+                                class_weights=class_weights, gather=gather_across_devices)
+        self.head = _attach_head(model, num_labels, self.lam < 1, value, self.sigma_rule)
 
-    def forward(self, sentence_features, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def sigma(self) -> float | None:
+        """The kernel width in use (the ``GLossHead``'s); None until the first training batch."""
+        return self.head.sigma
+
+    def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        sentence_features = list(sentence_features)
         if len(sentence_features) != 1:
             raise ValueError(
                 f"GLossLoss takes one text column and a label column, got {len(sentence_features)} text columns; "
                 "keep only the text column and 'label' in the dataset"
             )
-        features = sentence_features[0]
-        labels = _labels_tensor(labels)
-        sigma = self.sigma
-        if sigma is None and can_mask(labels):
-            sigma = self._estimate_sigma(dict(features), labels)
-            if self.model.training:  # fixed from the first training batch on
-                self.sigma = self.gloss.sigma = sigma
-        embeddings = self.model(features)["sentence_embedding"]
-        return self.compute_loss_from_embeddings(embeddings, labels, sigma=sigma)
+        labels = labels_tensor(labels)
+        if self.uses_gradient_cache:
+            return self.forward_cached(sentence_features, labels)
+        embeddings = self.model(sentence_features[0])["sentence_embedding"]
+        terms = self.compute_loss_from_embeddings(embeddings, labels)
+        return terms if self.return_terms else sum(terms.values())
 
-    def _estimate_sigma(self, features: dict, labels: torch.Tensor) -> float:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                embeddings = self.model(features)["sentence_embedding"]
-        finally:
-            self.model.train(was_training)
-        return _estimate_sigma(self.sigma_rule, embeddings, labels)
+    def calculate_loss(self, reps: list[list[torch.Tensor]], labels: torch.Tensor | None = None, *,
+                       with_backward: bool = False) -> torch.Tensor:
+        """The cached step's loss on the mini-batches' embeddings (``CachedLossMixin``)."""
+        loss = sum(self.compute_loss_from_embeddings(torch.cat(reps[0]), labels_tensor(labels)).values())
+        if with_backward:
+            loss.backward()
+            loss = loss.detach()
+        return loss
 
-    def compute_loss_from_embeddings(self, embeddings: torch.Tensor, labels: torch.Tensor,
-                                     sigma: float | None = None) -> dict[str, torch.Tensor]:
-        """The weighted terms for given embeddings (``n x d``) and labels (``sigma``: default ``self.sigma``)."""
+    def compute_loss_from_embeddings(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The weighted terms for given embeddings (``n x d``) and labels; estimates sigma on the first batch."""
         labels = labels.to(embeddings.device)
-        sigma = self.sigma if sigma is None else sigma
-        if sigma is None and can_mask(labels):
-            sigma = _estimate_sigma(self.sigma_rule, embeddings, labels)
-        if not can_mask(labels):
-            _warn_unmaskable(labels)
-            graph = embeddings.sum() * 0.0  # a zero that keeps the graph, so backward still runs
-        elif self.model.training:
-            self.gloss.sigma = sigma
-            graph = self.gloss(embeddings, labels)
-        else:  # a fresh, seeded mask: the training masks stay untouched and evaluation repeats
-            mask = split_mask(labels, self.gloss.gamma, generator=torch.Generator().manual_seed(self.seed),
-                              stratified=self.gloss.stratified)
-            graph = g_loss(embeddings, labels, mask, sigma=sigma,
-                           num_classes=self.num_classes, class_weights=self.gloss.class_weights,
-                           scheme=self.gloss.scheme, target=self.gloss.target)
-        terms = {"gloss": self.lam * graph}
-        if self.classifier is not None:
-            logits = self.classifier(embeddings.to(self.classifier.weight.dtype))
-            terms["ce"] = (1.0 - self.lam) * F.cross_entropy(logits, labels)
-        return terms
+        training = self.model.training
+        sigma = self.head.sigma
+        if sigma is None and self.sigma_rule is not None and self._maskable(labels):
+            seen = self._every_rank(embeddings.detach())
+            sigma = estimate_sigma(self.sigma_rule, seen, self._every_rank(labels))
+            if training:  # fixed from the first training batch on
+                self.head.sigma = sigma
+                sigma = self.head.sigma
+        graph = graph_term(self.gloss, embeddings, labels, sigma, training=training, seed=self.seed)
+        logits = self.head.logits(embeddings) if self.head.classifier else None
+        return weighted_terms(graph, logits, labels, self.lam)
+
+    def _every_rank(self, local: torch.Tensor) -> torch.Tensor:
+        from . import distributed as collectives
+
+        return collectives.gather_labels(local) if self.gloss.gather else local
+
+    def _maskable(self, labels: torch.Tensor) -> bool:
+        return can_mask(self._every_rank(labels))
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
-            "num_classes": self.num_classes,
-            "sigma": self.sigma_rule if self.sigma_rule and self.sigma is None else self.sigma,
+            "num_labels": self.num_labels,
+            "sigma": self.sigma if self.sigma is not None else self.sigma_rule,
             "sigma_rule": self.sigma_rule,
             "gamma": self.gloss.gamma,
             "lam": self.lam,
             "scheme": self.gloss.scheme,
             "target": self.gloss.target,
             "stratified": self.gloss.stratified,
-            "seed": self.seed,
+            "gather_across_devices": self.gloss.gather,
+            "mini_batch_size": self.mini_batch_size or None,
         }
 
     @property
     def citation(self) -> str:
         return CITATION
-
-
-def _is_hf_dataset(dataset) -> bool:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - the `integrations` extra installs it
-        return False
-    return isinstance(dataset, datasets.Dataset)
-
-
-def _dataset_labels(dataset) -> list[int]:
-    """The class id of every training example: a ``labels``/``label`` column, or the items' ``labels`` key."""
-    names = getattr(dataset, "column_names", None)
-    if names is not None:
-        for name in ("labels", "label"):
-            if name in names:
-                return list(dataset[name])
-        raise ValueError(f"class-balanced batches need a 'labels' or 'label' column; the dataset has {names}")
-    labels = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        if not isinstance(item, dict) or ("labels" not in item and "label" not in item):
-            raise ValueError("class-balanced batches need each training item to be a dict with a 'labels' key")
-        labels.append(int(torch.as_tensor(item.get("labels", item.get("label")))))
-    return labels
-
-
-class GLossTrainer(Trainer):
-    """``transformers.Trainer`` for sequence classification with ``(1 - lam) * CE + lam * G-Loss``.
-
-    ``GLossTrainer(model=..., args=..., train_dataset=..., num_classes=C, sigma="sqrt",
-    gamma=0.7, lam=0.5, balanced_batches=True)``: every other argument is ``Trainer``'s. G-Loss
-    runs on the attention-mask mean-pooled last hidden state; CE on the model's logits. See the
-    module docstring for gradient accumulation (correct: each micro-batch's loss is its own mean
-    and the Trainer averages them) and evaluation (logits only, CE only, no masks drawn).
-
-    Args:
-        num_classes: ``C``; the model's ``config.num_labels`` must equal it.
-        sigma: a number, or ``"sqrt"`` / ``"dicm"`` estimated on the first training batch.
-        gamma, lam: as in ``GLossLoss``; ``lam`` in (0, 1], 0.5 by default.
-        balanced_batches: draw training batches with ``ClassBalancedBatchSampler`` (default
-            True: every batch can be masked and scores every class); False keeps ``Trainer``'s
-            shuffle, where a batch with no class of two gets a G-Loss of 0 and a warning.
-        scheme, target, stratified, class_weights: as in ``gloss_lite.losses.GLoss``.
-        gloss_seed: seeds the masks (default: ``args.seed``).
-
-    The logs show ``gloss`` and ``ce``, the weighted terms ``lam * G`` and ``(1 - lam) * CE``
-    averaged over the micro-batches since the last log; they add up to ``loss``.
-    """
-
-    loss_is_scaled_for_ga = False  # each micro-batch's loss is a mean: the Trainer divides by the micro-batches
-
-    def __init__(self, *args, num_classes: int, sigma: float | str = "sqrt", gamma: float = 0.7, lam: float = 0.5,
-                 balanced_batches: bool = True, scheme: str = "gloss", target: str = "nll", stratified: bool = True,
-                 class_weights: torch.Tensor | None = None, gloss_seed: int | None = None, **kwargs) -> None:
-        num_classes = _check_num_classes(num_classes)
-        lam = _check_lam(lam)
-        sigma_value = _check_sigma(sigma)
-        if not isinstance(balanced_batches, bool):
-            raise ValueError(f"balanced_batches must be True or False, got {balanced_batches!r}")
-        super().__init__(*args, **kwargs)
-        num_labels = getattr(getattr(self.model, "config", None), "num_labels", None)
-        if num_labels != num_classes:
-            raise ValueError(
-                f"the model has {num_labels} output labels but num_classes is {num_classes}; load it with "
-                f"AutoModelForSequenceClassification.from_pretrained(..., num_labels={num_classes})"
-            )
-        self.num_classes = num_classes
-        self.lam = lam
-        self.sigma_rule = sigma if isinstance(sigma, str) else None
-        self.sigma = sigma_value
-        self.balanced_batches = balanced_batches
-        seed = self.args.seed if gloss_seed is None else gloss_seed
-        self.gloss = GLoss(num_classes, sigma_value or 1.0, gamma, scheme=scheme, target=target,
-                           class_weights=class_weights, stratified=stratified, seed=seed)
-        self._terms = {"gloss": 0.0, "ce": 0.0, "count": 0}
-
-    def get_train_dataloader(self):
-        if not self.balanced_batches or self.train_dataset is None:
-            return super().get_train_dataloader()
-        from torch.utils.data import DataLoader
-        from transformers.trainer_utils import seed_worker
-
-        dataset, collator = self.train_dataset, self.data_collator
-        sampler = ClassBalancedBatchSampler(_dataset_labels(dataset), self._train_batch_size, seed=self.args.seed)
-        if _is_hf_dataset(dataset):
-            dataset = self._remove_unused_columns(dataset, description="Training")
-        else:
-            collator = self._get_collator_with_removed_columns(collator, description="Training")
-        loader = DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collator, num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
-            worker_init_fn=partial(seed_worker, num_workers=self.args.dataloader_num_workers,
-                                   rank=self.args.process_index),
-        )
-        return self.accelerator.prepare(loader)
-
-    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        inputs = dict(inputs)
-        labels = _labels_tensor(inputs.pop("labels", None))
-        if not model.training:  # evaluation and prediction: CE of the logits, no mask, no hidden states
-            logits = model(**inputs, output_hidden_states=False).logits
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device))
-            return (loss, SequenceClassifierOutput(logits=logits)) if return_outputs else loss
-        labels = labels.to(self.args.device)
-        if self.sigma is None and can_mask(labels):
-            self.sigma = self.gloss.sigma = self._estimate_sigma(model, inputs, labels)
-        outputs = model(**inputs, output_hidden_states=True)
-        embeddings = _pooled_last_hidden(outputs, inputs)
-        ce = F.cross_entropy(outputs.logits.float(), labels)
-        if can_mask(labels):
-            graph = self.gloss(embeddings.float(), labels)
-        else:
-            _warn_unmaskable(labels)
-            graph = embeddings.sum() * 0.0
-        loss = mix_losses(ce, graph, self.lam)
-        self._terms["gloss"] += float(self.lam * graph.detach())
-        self._terms["ce"] += float((1.0 - self.lam) * ce.detach())
-        self._terms["count"] += 1
-        return (loss, SequenceClassifierOutput(loss=loss, logits=outputs.logits)) if return_outputs else loss
-
-    def _estimate_sigma(self, model, inputs: dict, labels: torch.Tensor) -> float:
-        model.eval()
-        try:
-            with torch.no_grad():
-                embeddings = _pooled_last_hidden(model(**inputs, output_hidden_states=True), inputs)
-        finally:
-            model.train()
-        return _estimate_sigma(self.sigma_rule, embeddings, labels)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._terms["count"]:
-            count = self._terms["count"]
-            logs = {**logs, "gloss": self._terms["gloss"] / count, "ce": self._terms["ce"] / count}
-            self._terms = {"gloss": 0.0, "ce": 0.0, "count": 0}
-        return super().log(logs, start_time)

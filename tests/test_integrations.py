@@ -1,8 +1,8 @@
 """G-Loss inside sentence-transformers and the Hugging Face Trainer, on tiny data on the CPU.
 
 Each trainer's logged terms are checked against ``gloss_lite.losses.g_loss`` on the same
-embeddings and mask, and the Trainer's update under gradient accumulation against one computed
-by hand.
+embeddings and mask, the Trainer's update under gradient accumulation against one computed by
+hand, a resumed run against the uninterrupted one, and the evaluator against scikit-learn.
 """
 
 import warnings
@@ -23,6 +23,8 @@ from transformers import (
 from gloss_lite.data import load_dataset
 from gloss_lite.encoders import default_model_path, mean_pool
 from gloss_lite.integrations import (
+    GLossEvaluator,
+    GLossHead,
     GLossLoss,
     GLossTrainer,
     UnmaskableBatchWarning,
@@ -97,59 +99,116 @@ def test_glossloss_trains_a_sentence_transformer_and_logs_the_true_g_loss(tiny_f
 
     start, model = tiny_sentence_transformer(tiny_folder), tiny_sentence_transformer(tiny_folder)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    loss = RecordingGLossLoss(model, num_classes=2, sigma="sqrt", gamma=0.7, lam=0.5)
+    loss = RecordingGLossLoss(model, num_labels=2, return_terms=True)  # the defaults: sigma "sqrt", lam 0.5
     loss.record = []
     data = Dataset.from_dict({"text": reviews.texts, "label": reviews.labels.tolist()})
     args = st_args(tmp_path, num_train_epochs=3, learning_rate=1e-3)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
-    head = loss.classifier.weight.detach().clone()
+    head = loss.head.linear.weight.detach().clone()
     trainer.train()
     assert len(loss.record) == 9  # 24 documents, batches of 8 (two of each class), 3 epochs
     for embeddings, labels, mask, _ in loss.record:
         assert labels.bincount().min() >= 2
-    # sigma: SQRT of the first batch's embeddings (eval mode; without dropout the same as training's)
-    assert loss.sigma == pytest.approx(sigma_sqrt(loss.record[0][0]), rel=1e-5)
+    # sigma: SQRT of the first batch's embeddings, kept (float32) in the model's GLossHead
+    assert loss.sigma == pytest.approx(sigma_sqrt(loss.record[0][0]), rel=1e-6)
+    assert isinstance(model[-1], GLossHead) and model[-1].sigma == loss.sigma
     logged = [row for row in trainer.state.log_history if "gloss" in row]
     assert len(logged) == 9
     for row, (embeddings, labels, mask, terms) in zip(logged, loss.record):
         expected = 0.5 * float(g_loss(embeddings, labels, mask, sigma=loss.sigma, num_classes=2))
         assert row["gloss"] == pytest.approx(expected, abs=1e-4)
         assert row["loss"] == pytest.approx(row["gloss"] + row["ce"], abs=2e-4)
-    moved = max(float((p.detach() - before[name]).abs().max()) for name, p in model.named_parameters())
+    moved = max(float((p.detach() - before[name]).abs().max()) for name, p in model.named_parameters()
+                if name in before)
     assert moved > 1e-4
-    assert not torch.equal(loss.classifier.weight, head)  # the CE head inside the loss trains too
+    assert not torch.equal(loss.head.linear.weight, head)  # the CE head in the model's GLossHead trains too
     # the loss falls: G-Loss of the whole set under one fixed mask, before and after training
     yardstick_before = fixed_mask_gloss(start, reviews.texts, reviews.labels, loss.sigma)
     yardstick_after = fixed_mask_gloss(model, reviews.texts, reviews.labels, loss.sigma)
     assert yardstick_after < 0.9 * yardstick_before, (yardstick_before, yardstick_after)
+    # saved with the model: sigma and the head come back on load
+    model.save_pretrained(str(tmp_path / "saved"))
+    again = load_sentence_transformer(tmp_path / "saved", device="cpu")
+    assert again[-1].sigma == loss.sigma and torch.equal(again[-1].linear.weight, loss.head.linear.weight)
+    texts = reviews.texts[:4]
+    assert torch.allclose(again.encode(texts, convert_to_tensor=True), model.encode(texts, convert_to_tensor=True))
 
 
-def test_glossloss_config_and_the_dict_of_terms(tiny_folder):
+def test_glossloss_returns_a_tensor_and_its_terms_on_request(tiny_folder):
     minilm = tiny_sentence_transformer(tiny_folder)
-    alone = GLossLoss(minilm, num_classes=2, sigma=0.5)
-    assert alone.classifier is None and alone.get_config_dict()["lam"] == 1.0
     features = [minilm.tokenize(["good", "fine", "bad", "awful"])]
-    terms = alone(features, torch.tensor([1, 1, 0, 0]))
-    assert set(terms) == {"gloss"}
-    mixed = GLossLoss(minilm, num_classes=2, sigma=0.5, lam=0.25)
-    assert set(mixed(features, torch.tensor([1, 1, 0, 0]))) == {"gloss", "ce"}
+    labels = torch.tensor([1, 1, 0, 0])
+    alone = GLossLoss(minilm, num_labels=2, sigma=0.5, lam=1.0)
+    assert not alone.head.classifier and alone.get_config_dict()["lam"] == 1.0
+    value = alone(features, labels)
+    assert isinstance(value, torch.Tensor) and value.dim() == 0 and value.requires_grad
+    mixed = GLossLoss(tiny_sentence_transformer(tiny_folder), num_labels=2, sigma=0.5, lam=0.25, return_terms=True)
+    assert set(mixed(features, labels)) == {"gloss", "ce"}
     assert mixed.get_config_dict()["sigma"] == 0.5
     # in eval mode: sigma of this batch (not yet fixed), a mask from a fresh generator seeded by seed
-    estimated = GLossLoss(minilm, num_classes=2, sigma="sqrt", seed=5).eval()
-    minilm.eval()
-    labels = torch.tensor([1, 1, 0, 0])
+    model = tiny_sentence_transformer(tiny_folder)
+    estimated = GLossLoss(model, num_labels=2, sigma="sqrt", lam=1.0, seed=5).eval()
+    model.eval()
     with torch.no_grad():
-        embeddings = minilm(minilm.tokenize(["good", "fine", "bad", "awful"]))["sentence_embedding"]
-        value = estimated([minilm.tokenize(["good", "fine", "bad", "awful"])], labels)["gloss"]
+        embeddings = model(model.tokenize(["good", "fine", "bad", "awful"]))["sentence_embedding"]
+        value = estimated([model.tokenize(["good", "fine", "bad", "awful"])], labels)
     mask = split_mask(labels, 0.7, generator=torch.Generator().manual_seed(5))
     assert float(value) == pytest.approx(float(g_loss(embeddings, labels, mask, sigma=sigma_sqrt(embeddings),
                                                        num_classes=2)), rel=1e-5)
     assert estimated.sigma is None and estimated.gloss.last_mask is None
     for lam in (0, 0.0, 1.5, True):
         with pytest.raises(ValueError, match="lam is the weight of G-Loss"):
-            GLossLoss(minilm, num_classes=2, lam=lam)
+            GLossLoss(minilm, num_labels=2, lam=lam)
     with pytest.raises(ValueError, match="sigma must be a positive number, 'sqrt' or 'dicm'"):
-        GLossLoss(minilm, num_classes=2, sigma="median")
+        GLossLoss(minilm, num_labels=2, sigma="median")
+    with pytest.raises(ValueError, match="GLossHead has 2 labels but num_labels is 3"):
+        GLossLoss(minilm, num_labels=3)
+
+
+def test_matryoshka_loss_composes_with_glossloss(tiny_folder, reviews, tmp_path):
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    model = tiny_sentence_transformer(tiny_folder).eval()
+    texts, labels = reviews.texts[:8], reviews.labels[:8]
+    loss = MatryoshkaLoss(model, GLossLoss(model, num_labels=2, sigma=0.6, lam=1.0, seed=3), [32, 16],
+                          matryoshka_weights=[1.0, 0.5])
+    with torch.no_grad():
+        value = loss([model.tokenize(texts)], labels)
+        embeddings = model.encode(texts, convert_to_tensor=True)
+    mask = split_mask(labels, 0.7, generator=torch.Generator().manual_seed(3))  # evaluation: the seeded mask
+
+    def at(dim):
+        return g_loss(F.normalize(embeddings[:, :dim], dim=1), labels, mask, sigma=0.6, num_classes=2)
+
+    assert float(value) == pytest.approx(float(at(32) + 0.5 * at(16)), rel=1e-5)
+    model.train()
+    before = model[0].auto_model.embeddings.word_embeddings.weight.detach().clone()
+    data = Dataset.from_dict({"text": reviews.texts[:16], "label": reviews.labels[:16].tolist()})
+    SentenceTransformerTrainer(model=model, args=st_args(tmp_path, max_steps=2, learning_rate=1e-3),
+                               train_dataset=data, loss=loss).train()
+    assert not torch.equal(model[0].auto_model.embeddings.word_embeddings.weight, before)
+    other = tiny_sentence_transformer(tiny_folder)
+    headed = MatryoshkaLoss(other, GLossLoss(other, 2, sigma=0.6), [32, 16])  # lam 0.5: a head of 32 inputs
+    with pytest.raises(ValueError, match="MatryoshkaLoss makes, cannot feed it"):
+        headed([other.tokenize(texts)], labels)
+
+
+def test_the_cached_glossloss_gives_the_gradient_of_the_plain_one(tiny_folder, reviews):
+    texts, labels = reviews.texts[:12], reviews.labels[:12]
+    grads = []
+    for mini_batch_size in (None, 5):
+        model = tiny_sentence_transformer(tiny_folder)
+        torch.manual_seed(7)  # the same head, and the same training mask
+        loss = GLossLoss(model, num_labels=2, sigma=0.6, lam=0.5, mini_batch_size=mini_batch_size)
+        value = loss([model.tokenize(texts)], labels)
+        value.backward()
+        grads.append((float(value.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (plain, plain_grads), (cached, cached_grads) = grads
+    assert cached == pytest.approx(plain, rel=1e-5)
+    assert plain_grads.keys() == cached_grads.keys() and "2.linear.weight" in plain_grads
+    for name, grad in plain_grads.items():
+        assert torch.allclose(cached_grads[name], grad, atol=1e-6, rtol=1e-4), name
 
 
 def test_a_last_batch_of_one_gives_a_zero_g_loss_with_a_warning_and_training_goes_on(reviews, tmp_path):
@@ -159,7 +218,7 @@ def test_a_last_batch_of_one_gives_a_zero_g_loss_with_a_warning_and_training_goe
 
     model = load_sentence_transformer(default_model_path(), max_seq_length=16, device="cpu")
     before = model[0].auto_model.embeddings.word_embeddings.weight.detach().clone()
-    loss = GLossLoss(model, num_classes=2, sigma=0.5, lam=1.0)
+    loss = GLossLoss(model, num_labels=2, sigma=0.5, lam=1.0)
     data = Dataset.from_dict({"text": reviews.texts[:9], "label": reviews.labels[:9].tolist()})
     args = st_args(tmp_path, batch_sampler=BatchSamplers.BATCH_SAMPLER)  # plain shuffle: 8 + 1
     with warnings.catch_warnings(record=True) as caught:
@@ -169,9 +228,11 @@ def test_a_last_batch_of_one_gives_a_zero_g_loss_with_a_warning_and_training_goe
     assert len(unmaskable) == 1 and "a batch of 1 documents" in str(unmaskable[0].message)
     assert not torch.equal(model[0].auto_model.embeddings.word_embeddings.weight, before)
     single = loss([model.tokenize(["one lonely review"])], torch.tensor([1]))
-    assert float(single["gloss"].detach()) == 0.0 and single["gloss"].requires_grad
+    assert float(single.detach()) == 0.0 and single.requires_grad
     # the balanced sampler merges that document into the batch before: one batch of 9
     assert [len(b) for b in balanced_batch_sampler(data, 8, valid_label_columns=["label"])] == [9]
+    with pytest.raises(ValueError, match="leave batch_sampler at its default"):
+        balanced_batch_sampler(Dataset.from_dict({"text": ["a", "b", "c"], "label": [0, 0, 1]}), 8)
 
 
 def test_model_fit_the_old_api_trains_with_glossloss(tiny_folder, reviews, tmp_path, monkeypatch):
@@ -182,7 +243,7 @@ def test_model_fit_the_old_api_trains_with_glossloss(tiny_folder, reviews, tmp_p
     model = tiny_sentence_transformer(tiny_folder)
     before = model[0].auto_model.embeddings.word_embeddings.weight.detach().clone()
     examples = [InputExample(texts=[t], label=int(y)) for t, y in zip(reviews.texts[:16], reviews.labels[:16])]
-    loss = GLossLoss(model, num_classes=2, sigma="dicm", lam=0.5)
+    loss = GLossLoss(model, num_labels=2, sigma="dicm", lam=0.5)
     model.fit([(DataLoader(examples, batch_size=8, shuffle=True), loss)], epochs=1, scheduler="constantlr",
               optimizer_params={"lr": 1e-3}, show_progress_bar=False, checkpoint_path=None)
     assert loss.sigma is not None and loss.sigma > 0

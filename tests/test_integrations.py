@@ -5,6 +5,7 @@ embeddings and mask, the Trainer's update under gradient accumulation against on
 hand, a resumed run against the uninterrupted one, and the evaluator against scikit-learn.
 """
 
+import inspect
 import warnings
 
 import pytest
@@ -14,9 +15,15 @@ from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    BartConfig,
+    BartForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
     BertModel,
+    T5Config,
+    T5ForSequenceClassification,
+    Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -259,11 +266,11 @@ def test_load_sentence_transformer_takes_a_path_and_refuses_a_missing_one(tmp_pa
 # the Hugging Face Trainer
 
 
-def tiny_classifier(seed=0):
+def tiny_classifier(seed=0, dropout=0.0):
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=TOKENIZER.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     return BertForSequenceClassification(config)
 
 
@@ -337,7 +344,7 @@ def accumulate_one_step(trainer_class, reviews, tmp_path, **extra):
     trainer = trainer_class(model=model, args=hf_args(tmp_path, gradient_accumulation_steps=2, max_steps=1),
                             train_dataset=tokenized(reviews.texts[:12], reviews.labels[:12]),
                             optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)),
-                            num_classes=2, sigma=0.7, lam=0.5)
+                            sigma=0.7, lam=0.5, balanced_batches=True)
     for name, value in extra.items():
         setattr(trainer, name, value)
     trainer.train()
@@ -369,18 +376,20 @@ def test_gloss_trainer_under_gradient_accumulation_steps_on_the_mean_of_the_micr
     assert largest_difference(naive.model, by_hand) > 0.5 * step
 
 
-def test_gloss_trainer_trains_logs_the_true_g_loss_and_evaluation_draws_no_mask(reviews, tmp_path):
+def test_gloss_trainer_trains_logs_the_true_g_loss_and_evaluates_the_same_mixture(reviews, tmp_path):
     model = tiny_classifier()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     train = tokenized(reviews.texts, reviews.labels)
     trainer = RecordingTrainer(model=model, args=hf_args(tmp_path, num_train_epochs=4), train_dataset=train,
-                               eval_dataset=train, num_classes=2, sigma="sqrt", lam=0.5)
+                               eval_dataset=train, num_labels=2, sigma="sqrt", lam=0.5, balanced_batches=True)
     trainer.record = []
     first = trainer.evaluate()["eval_loss"]
+    assert trainer.sigma is None  # evaluation estimates on each batch and fixes nothing
     trainer.train()
     assert len(trainer.record) == 16  # 4 balanced batches of 6 per epoch, 4 epochs
     assert all(batch["labels"].bincount().min() >= 2 for batch, _, _ in trainer.record)
     assert trainer.sigma == pytest.approx(sigma_sqrt(trainer.first_embeddings), rel=1e-5)  # the first batch's
+    assert model.config.gloss_sigma == trainer.sigma  # saved with the model's config
     logged = [row for row in trainer.state.log_history if "gloss" in row]
     for row, (_, _, expected) in zip(logged, trainer.record, strict=True):
         assert row["gloss"] == pytest.approx(0.5 * expected, rel=1e-4, abs=1e-6)
@@ -390,23 +399,30 @@ def test_gloss_trainer_trains_logs_the_true_g_loss_and_evaluation_draws_no_mask(
     last_epoch = sum(row["loss"] for row in logged[-4:]) / 4
     assert last_epoch < 0.9 * first_epoch, (first_epoch, last_epoch)
 
-    state, mask = trainer.gloss.generator.get_state().clone(), trainer.gloss.last_mask
+    mask = trainer.gloss.last_mask
     metrics = trainer.evaluate()
     prediction = trainer.predict(train)
-    assert torch.equal(trainer.gloss.generator.get_state(), state) and trainer.gloss.last_mask is mask
+    assert trainer.gloss.last_mask is mask and trainer.evaluate()["eval_loss"] == metrics["eval_loss"]  # repeats
     assert prediction.predictions.shape == (len(train), 2)  # logits only, no hidden states
+    by_batch = []
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor(train["input_ids"]), attention_mask=torch.tensor(train["attention_mask"]),
-                       token_type_ids=torch.tensor(train["token_type_ids"])).logits
-    assert metrics["eval_loss"] == pytest.approx(float(F.cross_entropy(logits, torch.tensor(train["labels"]))),
-                                                 rel=1e-4)
+        for start in range(0, len(train), 8):  # the evaluation batches, in order; each mask seeded by args.seed
+            rows = train[start:start + 8]
+            out = model(input_ids=torch.tensor(rows["input_ids"]), attention_mask=torch.tensor(rows["attention_mask"]),
+                        token_type_ids=torch.tensor(rows["token_type_ids"]), output_hidden_states=True)
+            labels = torch.tensor(rows["labels"])
+            embeddings = mean_pool(out.hidden_states[-1], torch.tensor(rows["attention_mask"]))
+            mask = split_mask(labels, 0.7, generator=torch.Generator().manual_seed(0))
+            graph = g_loss(embeddings, labels, mask, sigma=trainer.sigma, num_classes=2)
+            by_batch.append(0.5 * F.cross_entropy(out.logits, labels) + 0.5 * graph)
+    assert metrics["eval_loss"] == pytest.approx(float(sum(by_batch) / len(by_batch)), rel=1e-4)
     assert metrics["eval_loss"] < first
 
 
 def test_gloss_trainer_batches_are_the_balanced_sampler_s(reviews, tmp_path):
     train = tokenized(reviews.texts, reviews.labels)
     trainer = RecordingTrainer(model=tiny_classifier(), args=hf_args(tmp_path, num_train_epochs=2),
-                               train_dataset=train, num_classes=2, sigma=0.7)
+                               train_dataset=train, sigma=0.7, balanced_batches=True)
     trainer.record = []
     trainer.train()
     sampler = ClassBalancedBatchSampler(train["labels"], 6, seed=0)
@@ -420,9 +436,9 @@ def test_gloss_trainer_batches_are_the_balanced_sampler_s(reviews, tmp_path):
 
 def test_gloss_trainer_refuses_a_model_with_another_number_of_labels(tmp_path):
     with pytest.raises(ValueError, match="num_labels=3"):
-        GLossTrainer(model=tiny_classifier(), args=hf_args(tmp_path), num_classes=3)
+        GLossTrainer(model=tiny_classifier(), args=hf_args(tmp_path), num_labels=3)
     with pytest.raises(ValueError, match="lam is the weight of G-Loss"):
-        GLossTrainer(model=tiny_classifier(), args=hf_args(tmp_path), num_classes=2, lam=0)
+        GLossTrainer(model=tiny_classifier(), args=hf_args(tmp_path), lam=0)
 
 
 def test_gloss_trainer_trains_minilm_loaded_from_a_path(reviews, tmp_path):
@@ -430,7 +446,185 @@ def test_gloss_trainer_trains_minilm_loaded_from_a_path(reviews, tmp_path):
     before = model.bert.embeddings.word_embeddings.weight.detach().clone()
     train = tokenized(reviews.texts[:12], reviews.labels[:12], max_length=16)
     trainer = GLossTrainer(model=model, args=hf_args(tmp_path, max_steps=1, learning_rate=1e-4),
-                           train_dataset=train, num_classes=2, sigma="sqrt", lam=0.5)
+                           train_dataset=train, num_labels=2, sigma="sqrt", lam=0.5)
     trainer.train()
     assert trainer.sigma > 0
     assert not torch.equal(model.bert.embeddings.word_embeddings.weight, before)
+
+
+# --------------------------------------------------------------------------------------------
+# one vocabulary, one set of defaults
+
+
+def test_fit_glossloss_and_gloss_trainer_share_their_defaults():
+    from gloss_lite.train import TrainConfig
+
+    config = TrainConfig()
+    loss_defaults = inspect.signature(GLossLoss).parameters
+    trainer_defaults = inspect.signature(GLossTrainer.__init__).parameters
+    for name in ("lam", "sigma", "gamma"):
+        assert loss_defaults[name].default == trainer_defaults[name].default == getattr(config, name), name
+    assert config.lam == 0.5 and config.sigma == "sqrt"
+    assert config.batch_sampler == "shuffle" and trainer_defaults["balanced_batches"].default is False
+    assert "num_labels" in loss_defaults and "num_labels" in trainer_defaults
+
+
+def test_balanced_batches_that_cannot_be_built_say_how_to_turn_them_off(tmp_path):
+    # as on R52: a class with a single document cannot give two to a batch
+    train = tokenized(["a", "b", "c", "d", "e"], [0, 0, 1, 1, 2])
+    model = tiny_classifier()
+    model.config.num_labels = 3
+    trainer = GLossTrainer(model=model, args=hf_args(tmp_path), train_dataset=train, balanced_batches=True)
+    with pytest.raises(ValueError, match=r"classes \[2\] have a single document.*balanced_batches=False"):
+        trainer.get_train_dataloader()
+    plain = GLossTrainer(model=model, args=hf_args(tmp_path), train_dataset=train)  # the default: the shuffle
+    assert sum(len(batch["labels"]) for batch in plain.get_train_dataloader()) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# a run stopped at step 2 and resumed equals the uninterrupted 4-step run
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def losses_at(trainer, steps):
+    return [row["loss"] for row in trainer.state.log_history if "loss" in row and row["step"] in steps]
+
+
+def stopped_and_resumed(make_trainer, folder):
+    """(losses at steps 3 and 4, final parameters) of the uninterrupted run and of the resumed one."""
+    whole = make_trainer(folder / "whole")
+    whole.train()
+    first = make_trainer(folder / "resumed")
+    first.add_callback(StopAt(2))
+    first.train()
+    assert first.state.global_step == 2 and (folder / "resumed" / "checkpoint-2").is_dir()
+    second = make_trainer(folder / "resumed")
+    second.train(resume_from_checkpoint=str(folder / "resumed" / "checkpoint-2"))
+    return [(losses_at(run, {3, 4}), {n: p.detach() for n, p in run.model.named_parameters()}, run)
+            for run in (whole, second)]
+
+
+def assert_same_run(whole, resumed):
+    (whole_losses, whole_weights, _), (resumed_losses, resumed_weights, _) = whole, resumed
+    assert len(whole_losses) == 2 and whole_losses == resumed_losses
+    assert whole_weights.keys() == resumed_weights.keys()
+    assert all(torch.equal(whole_weights[name], resumed_weights[name]) for name in whole_weights)
+
+
+@pytest.mark.parametrize("trainer_class", [Trainer, GLossTrainer])
+def test_a_resumed_trainer_run_equals_the_uninterrupted_one(trainer_class, reviews, tmp_path):
+    train = tokenized(reviews.texts[:18], reviews.labels[:18])
+
+    def make_trainer(folder):
+        extra = {"sigma": "sqrt", "lam": 0.5} if trainer_class is GLossTrainer else {}
+        return trainer_class(model=tiny_classifier(dropout=0.1), train_dataset=train, **extra,
+                             args=hf_args(folder, max_steps=4, save_strategy="steps", save_steps=2))
+
+    whole, resumed = stopped_and_resumed(make_trainer, tmp_path)
+    assert_same_run(whole, resumed)
+    if trainer_class is GLossTrainer:  # sigma came back from the checkpoint, not from a new estimate
+        assert resumed[2].sigma == whole[2].sigma and resumed[2].model.config.gloss_sigma == whole[2].sigma
+
+
+def test_a_resumed_glossloss_run_equals_the_uninterrupted_one(tiny_folder, reviews, tmp_path):
+    from sentence_transformers import SentenceTransformerTrainer
+
+    data = Dataset.from_dict({"text": reviews.texts, "label": reviews.labels.tolist()})
+
+    def make_trainer(folder):
+        model = tiny_sentence_transformer(tiny_folder)
+        model[0].auto_model.config.hidden_dropout_prob = 0.1
+        torch.manual_seed(1)
+        loss = GLossLoss(model, num_labels=2, sigma="sqrt", lam=0.5)  # sigma, the head and the masks to restore
+        args = st_args(folder, max_steps=4, save_strategy="steps", save_steps=2, batch_sampler="batch_sampler")
+        return SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
+
+    whole, resumed = stopped_and_resumed(make_trainer, tmp_path)
+    assert_same_run(whole, resumed)
+    assert resumed[2].loss.sigma == whole[2].loss.sigma
+
+
+# --------------------------------------------------------------------------------------------
+# encoder-decoder classifiers: G-Loss on the encoder's last hidden state
+
+
+def tiny_encoder_decoder(kind):
+    torch.manual_seed(0)
+    special = dict(pad_token_id=TOKENIZER.pad_token_id, eos_token_id=TOKENIZER.sep_token_id,
+                   decoder_start_token_id=TOKENIZER.cls_token_id, num_labels=2)
+    if kind == "bart":
+        config = BartConfig(vocab_size=TOKENIZER.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
+                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                            decoder_ffn_dim=64, max_position_embeddings=64, dropout=0.0, bos_token_id=TOKENIZER.cls_token_id,
+                            **special)
+        return BartForSequenceClassification(config)
+    config = T5Config(vocab_size=TOKENIZER.vocab_size, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1,
+                      num_heads=2, dropout_rate=0.0, **special)
+    return T5ForSequenceClassification(config)
+
+
+@pytest.mark.parametrize("kind", ["bart", "t5"])
+def test_gloss_trainer_trains_encoder_decoder_classifiers_on_the_encoder_states(kind, reviews, tmp_path):
+    model = tiny_encoder_decoder(kind)
+    train = tokenized(reviews.texts[:12], reviews.labels[:12])
+    trainer = GLossTrainer(model=model, args=hf_args(tmp_path, max_steps=2), train_dataset=train, sigma=0.7)
+    rows = train[:8]
+    batch = {"input_ids": torch.tensor(rows["input_ids"]), "attention_mask": torch.tensor(rows["attention_mask"])}
+    labels = torch.tensor(rows["labels"])
+    model.eval()
+    with torch.no_grad():
+        value = trainer.compute_loss(model, {**batch, "labels": labels})
+        out = model(**batch)
+        embeddings = mean_pool(out.encoder_last_hidden_state, batch["attention_mask"])
+    mask = split_mask(labels, 0.7, generator=torch.Generator().manual_seed(0))  # evaluation's seeded mask
+    expected = 0.5 * F.cross_entropy(out.logits, labels) + 0.5 * g_loss(embeddings, labels, mask, sigma=0.7,
+                                                                           num_classes=2)
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    encoder = [n for n in before if "encoder" in n and "layer" in n]
+    assert encoder and any(not torch.equal(before[n], dict(model.named_parameters())[n]) for n in encoder)
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluator: the head's and label propagation's scores against scikit-learn
+
+
+def test_gloss_evaluator_scores_the_head_and_label_propagation_as_scikit_learn_does(tiny_folder, reviews):
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.semi_supervised import LabelPropagation
+
+    model = tiny_sentence_transformer(tiny_folder)
+    GLossLoss(model, num_labels=2, sigma=0.3, lam=0.5)  # gives the model its GLossHead: sigma 0.3 and a head
+    reference, queries = reviews.texts[:16], reviews.texts[16:]
+    evaluator = GLossEvaluator(queries, reviews.labels[16:], reference_texts=reference,
+                               reference_labels=reviews.labels[:16], scheme="row", name="reviews")
+    metrics = evaluator(model)
+    assert evaluator.primary_metric == "reviews_lpa_macro_f1"
+    truth = reviews.labels[16:].numpy()
+    with torch.no_grad():
+        query_embeddings = model.encode(queries, convert_to_tensor=True)
+        by_head = model[-1].linear(query_embeddings).argmax(dim=1).numpy()
+    assert metrics["reviews_head_accuracy"] == pytest.approx(accuracy_score(truth, by_head))
+    assert metrics["reviews_head_macro_f1"] == pytest.approx(f1_score(truth, by_head, average="macro"))
+    # scikit-learn's label propagation: rbf kernel exp(-gamma d^2) on unit rows, gamma = 1 / (2 sigma^2)
+    units = F.normalize(model.encode(reference + queries, convert_to_tensor=True).double(), dim=1).numpy()
+    sigma = model[-1].sigma
+    propagation = LabelPropagation(kernel="rbf", gamma=1 / (2 * sigma**2), max_iter=100_000, tol=1e-9)
+    propagation.fit(units, list(reviews.labels[:16].tolist()) + [-1] * len(queries))
+    by_lpa = propagation.transduction_[16:]
+    assert metrics["reviews_lpa_accuracy"] == pytest.approx(accuracy_score(truth, by_lpa))
+    assert metrics["reviews_lpa_macro_f1"] == pytest.approx(f1_score(truth, by_lpa, average="macro"))
+    with pytest.raises(ValueError, match="no classification head"):
+        GLossEvaluator(queries, reviews.labels[16:])(tiny_sentence_transformer(tiny_folder))
+    with pytest.raises(ValueError, match="8 texts but 3 labels"):
+        GLossEvaluator(queries, [0, 1, 0])

@@ -27,6 +27,7 @@ def test_the_integration_examples_run_and_train(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["loss"].sigma > 0  # GLossLoss estimated sigma on its first batch, then trained
+    assert {"head_accuracy", "lpa_macro_f1"} <= set(namespace["scores"])  # GLossEvaluator on the trained model
     fresh = AutoModelForSequenceClassification.from_pretrained(default_model_path(), num_labels=2)
     trained = namespace["model"].bert.embeddings.word_embeddings.weight
     assert not torch.equal(trained, fresh.bert.embeddings.word_embeddings.weight)

@@ -2,7 +2,7 @@
 #   make course   install, then execute every notebook with papermill into outputs/course/
 #   make test     install, then run the tests (every notebook with smoke parameters included)
 #   make site     install, then build the website from what `make course` wrote, into outputs/site/
-# Each creates .venv/ and install the pinned packages (torch 2.13.0 CPU), the notebook tools (the
+# Each creates .venv/ and install the packages pinned in constraints.txt (torch 2.13.0 CPU), the notebook tools (the
 # `course` extra), the test tools, the website tools (`site`) and sentence-transformers with the
 # Trainer's needs (`integrations`) in one pip command.
 
@@ -16,10 +16,10 @@ TORCH  := torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable ".[course,test,site,integrations]" "$(TORCH)"
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[course,test,site,integrations]" "$(TORCH)"
 	touch $@
 
 course: install

@@ -1,7 +1,12 @@
-"""The install is pinned in one story: pyproject.toml, the Makefile's torch pin, environment.yml
-(for conda users) and the pre-commit hooks agree."""
+"""The install is pinned in one story: pyproject.toml declares ranges, constraints.txt pins the
+course's environment exactly inside them, and the Makefile's install, environment.yml (for conda
+users), CI and the pre-commit hooks agree. A resolution beside the newest sentence-transformers and
+optuna shows that the package installs next to what users already have."""
 
+import json
 import re
+import subprocess
+import sys
 
 import tomllib
 import yaml
@@ -46,9 +51,10 @@ def test_environment_yml_matches_pyproject_and_the_torch_pin():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_sections = [item["pip"] for item in env["dependencies"] if isinstance(item, dict)]
     assert len(pip_sections) == 1, "environment.yml needs one pip: section"
-    listed = [line for line in pip_sections[0] if not line.startswith("-e")]
+    listed = [line for line in pip_sections[0] if not line.startswith(("-e", "-c"))]
     assert normalised(listed) == wanted
     assert "-e ." in pip_sections[0], "environment.yml must install the course package itself"
+    assert "-c constraints.txt" in pip_sections[0], "environment.yml must pin through constraints.txt"
     assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
 
 
@@ -67,7 +73,7 @@ def test_the_makefile_installs_the_course_extra_with_torch_in_one_pip_command():
     installs = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line
                 and "--upgrade pip" not in line]
     assert len(installs) == 1 and '".[course,test,site,integrations]"' in installs[0] \
-        and '"$(TORCH)"' in installs[0], installs
+        and '"$(TORCH)"' in installs[0] and "--constraint constraints.txt" in installs[0], installs
 
 
 def test_the_course_dataset_ships_inside_the_package():
@@ -87,3 +93,60 @@ def test_pre_commit_hooks_use_the_pinned_tools():
     for name in ("nbstripout", "ruff"):
         assert normalised(hooks[name]["additional_dependencies"]) <= pins, f"{name}'s hook and pyproject disagree"
     assert "--keep-id" in hooks["nbstripout"]["entry"], "nbstripout must keep the cell ids"
+
+
+INSTALLED_EXTRAS = ("course", "test", "site", "integrations")  # what the Makefile installs
+
+
+def all_requirements():
+    extras = project()["optional-dependencies"]
+    return [Requirement(r) for r in project()["dependencies"] + [r for name in INSTALLED_EXTRAS for r in extras[name]]]
+
+
+def constraint_pins():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
+    pins = [Requirement(line) for line in lines if line]
+    assert all(len(pin.specifier) == 1 and next(iter(pin.specifier)).operator == "==" for pin in pins), \
+        "constraints.txt pins exactly (name==version), one package a line"
+    return {pin.name.lower().replace("_", "-"): next(iter(pin.specifier)).version for pin in pins}
+
+
+def test_the_package_declares_ranges_and_the_course_pins_them_exactly_inside():
+    pins = constraint_pins()
+    for requirement in all_requirements():
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue  # e.g. the website's tools, for Python 3.11+ only
+        name = requirement.name.lower()
+        assert name in pins, f"constraints.txt does not pin {name}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), \
+            f"constraints.txt pins {name}=={pins[name]}, outside the declared {requirement.specifier}"
+    library = [Requirement(r) for r in project()["dependencies"] + project()["optional-dependencies"]["integrations"]]
+    exact = [str(r) for r in library if any(spec.operator == "==" for spec in r.specifier)]
+    assert not exact, f"the package's own needs must be ranges, not exact pins: {exact}"
+    assert pins["torch"] == makefile_torch_pin().split("==")[1]
+
+
+def pypi_reachable():
+    result = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "sentence-transformers"],
+                            capture_output=True, text=True, timeout=60)
+    return result.returncode == 0 and "6.3.0" in result.stdout
+
+
+def test_the_package_installs_beside_the_newest_sentence_transformers_and_optuna(tmp_path):
+    """pip resolves the package with its integrations beside sentence-transformers 6.3.0, optuna 5.1.0
+    and accelerate 1.16.0 without downgrading them (a dry run: metadata only; needs PyPI)."""
+    import pytest
+
+    if not pypi_reachable():
+        pytest.skip("PyPI is not reachable: the resolution needs the packages' metadata")
+    wanted = {"sentence-transformers": "6.3.0", "optuna": "5.1.0", "accelerate": "1.16.0"}
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+               str(report), f"{ROOT}[integrations]", makefile_torch_pin(),  # torch pinned in the same command
+               *(f"{name}=={version}" for name, version in wanted.items())]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+              for item in json.loads(report.read_text())["install"]}
+    assert {name: chosen[name] for name in wanted} == wanted
+    assert chosen["gloss-lite"] == project()["version"]

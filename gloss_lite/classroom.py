@@ -28,12 +28,14 @@ exercise by the ids in the cells' metadata (``{"gloss_lite": {"exercise": "01.2"
 
 **Colab.** The README names the repository once, as the link definition ``[repository]: URL``.
 ``sync_colab`` derives everything else from it: the first cell of every notebook (installs this
-version of the package in Colab from the tag ``v<version>``, does nothing elsewhere), the badge
+version of the package in Colab from the tag ``v<version>``, with the ``integrations`` extra where
+the notebook imports it, and says what to do when the tag is missing; does nothing elsewhere), the badge
 under every notebook's title, and the badges in the README. ``colab_problems`` lists what is out of
-step (the tests call it).
+step (the tests call it). ``release`` checks the cells and makes the tag they install from.
 
     python -m gloss_lite.classroom student [--output student]   # the student copies
     python -m gloss_lite.classroom colab [--check]              # write (or check) badges and set-up cells
+    python -m gloss_lite.classroom release                      # check the cells, tag v<version> for them
     python -m gloss_lite.classroom grade SUBMISSION... --output grades --seed N   # grade submissions
 """
 
@@ -379,17 +381,32 @@ def badge(repository: str, relative_path: str) -> str:
 
 
 def release_tag(version: str = __version__) -> str:
-    """The git tag of this version of the course (``v0.1.0``): the set-up cells install from it."""
+    """The git tag of this version of the course (``v0.1.0``): the set-up cells install from it.
+
+    The version has one source, ``gloss_lite.__version__`` (pyproject.toml reads it from there).
+    """
     return f"v{version}"
 
 
-def setup_source(repository: str, version: str = __version__) -> str:
+EXTRAS_MARKERS = ("sentence_transformers", "gloss_lite.integrations", "from datasets", "import datasets")
+
+
+def notebook_extras(notebook: dict) -> str:
+    """``"[integrations]"`` for a notebook whose code imports what that extra brings, else ``""``."""
+    code = "\n".join(cell_source(cell) for cell in notebook.get("cells", []) if cell.get("cell_type") == "code")
+    return "[integrations]" if any(marker in code for marker in EXTRAS_MARKERS) else ""
+
+
+def setup_source(repository: str, version: str = __version__, extras: str = "") -> str:
     """The first cell of every notebook: in Colab, install this version of the package; elsewhere nothing.
 
-    It installs ``gloss-lite`` from the repository at the version's tag, with its own needs only
-    (Colab keeps its torch and its kernel packages); nothing is cloned, so no instructor notebook
-    comes along. The course's dataset is package data.
+    It installs ``gloss-lite`` (with ``extras``, such as ``[integrations]`` for a notebook that
+    imports sentence-transformers) from the repository at the version's tag, with its own needs
+    only (Colab keeps its torch and its kernel packages); nothing is cloned, so no instructor
+    notebook comes along. The course's dataset is package data. When the install fails, most
+    likely because the tag has not been published yet, the cell stops with what to do.
     """
+    tag = release_tag(version)
     return f"""{SETUP_MARKER}: in Google Colab this cell installs the course's package, gloss-lite {version}
 # (Colab's own torch and Jupyter packages are kept). For a GPU, first choose Runtime > Change
 # runtime type > GPU. In JupyterLab or papermill this cell does nothing: the course is already
@@ -397,9 +414,17 @@ def setup_source(repository: str, version: str = __version__) -> str:
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install --quiet "gloss-lite @ git+{repository}@{release_tag(version)}"
     import importlib
+    import subprocess
 
+    TAG = "{tag}"
+    SOURCE = "gloss-lite{extras} @ git+{repository}@" + TAG
+    if subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SOURCE]).returncode != 0:
+        raise RuntimeError(
+            f"Installing {{SOURCE}} failed. If the tag {{TAG}} does not exist yet in {repository}, the course "
+            "has not been released: the instructor runs `python -m gloss_lite.classroom release` and pushes "
+            f"the tag (git push origin {{TAG}}). Until then, set TAG = 'main' above and run this cell again."
+        )
     importlib.invalidate_caches()  # importable at once, without restarting the runtime"""
 
 
@@ -418,7 +443,7 @@ def colab_notebook(notebook: dict, repository: str, relative_path: str) -> dict:
     if cells and cell_source(cells[0]).startswith(SETUP_MARKER):
         cells.pop(0)
     setup = {"cell_type": "code", "execution_count": None, "id": SETUP_CELL_ID, "metadata": {},
-             "outputs": [], "source": source_lines(setup_source(repository))}
+             "outputs": [], "source": source_lines(setup_source(repository, extras=notebook_extras(copy)))}
     cells.insert(0, setup)
     title = next(cell for cell in cells if cell["cell_type"] == "markdown")
     title["source"] = source_lines(_title_with_badge(cell_source(title), repository, relative_path))
@@ -463,6 +488,35 @@ def sync_colab(readme: Path = README, notebooks: list[Path] | None = None) -> li
     return changed
 
 
+def release(root: Path = ROOT, version: str = __version__) -> str:
+    """Make the tag the set-up cells install from, after checking that the cells are in step.
+
+    Refuses (``ValueError``) when a set-up cell or badge is out of step (run
+    ``python -m gloss_lite.classroom colab`` and commit), when the working tree has uncommitted
+    changes, or when the tag exists already. Creates the annotated tag ``v<version>`` on ``HEAD``
+    and returns it; publishing it (``git push origin v<version>``) is left to the caller.
+    """
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+    notebooks = sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    problems = colab_problems(Path(root) / "README.md", notebooks)
+    if problems:
+        raise ValueError("the Colab set-up cells are out of step; run `python -m gloss_lite.classroom colab` and "
+                         "commit: " + "; ".join(problems))
+    if git("status", "--porcelain").stdout.strip():
+        raise ValueError("the working tree has uncommitted changes; commit them first, so the tag holds them")
+    tag = release_tag(version)
+    if git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}").returncode == 0:
+        raise ValueError(f"the tag {tag} exists already; raise __version__ in gloss_lite/__init__.py for a new release")
+    made = git("tag", "-a", tag, "-m", f"gloss-lite {version}")
+    if made.returncode != 0:
+        raise ValueError(f"git tag {tag} failed: {made.stderr.strip()}")
+    return tag
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gloss_lite.classroom", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -470,12 +524,21 @@ def main(argv: list[str] | None = None) -> int:
     student.add_argument("--output", type=Path, default=STUDENT_DIR, help="folder for the copies (default: student/)")
     colab = commands.add_parser("colab", help="write the Colab set-up cells and badges from the README's URL")
     colab.add_argument("--check", action="store_true", help="only report what is out of step; exit 1 if anything is")
+    commands.add_parser("release", help="check the set-up cells and tag this version (v<version>) for them")
     from .grading import add_arguments, run_from_arguments
 
     add_arguments(commands.add_parser("grade", help="grade submitted notebooks into grades.csv and feedback files"))
     args = parser.parse_args(argv)
     if args.command == "grade":
         return run_from_arguments(args)
+    if args.command == "release":
+        try:
+            tag = release()
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"tagged {tag}; publish it for the Colab set-up cells with: git push origin {tag}")
+        return 0
     if args.command == "student":
         try:
             written, removed = write_student_copies(args.output)

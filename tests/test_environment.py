@@ -4,9 +4,11 @@ users), CI and the pre-commit hooks agree. A resolution beside the newest senten
 optuna shows that the package installs next to what users already have."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import tomllib
 import yaml
@@ -149,4 +151,65 @@ def test_the_package_installs_beside_the_newest_sentence_transformers_and_optuna
     chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"]
               for item in json.loads(report.read_text())["install"]}
     assert {name: chosen[name] for name in wanted} == wanted
-    assert chosen["gloss-lite"] == project()["version"]
+    from gloss_lite import __version__
+
+    assert chosen["gloss-lite"] == __version__
+
+
+def colab_like_environment(folder):
+    """A fresh venv that already holds the course's packages but not gloss-lite, as Colab holds its own."""
+    import sysconfig
+    import venv
+
+    shelf = folder / "preinstalled"
+    shelf.mkdir()
+    site = sysconfig.get_paths()["purelib"]
+    for entry in os.listdir(site):
+        if not entry.lower().startswith(("gloss_lite", "gloss-lite", "__editable__")) and not entry.endswith(".pth"):
+            (shelf / entry).symlink_to(os.path.join(site, entry))
+    venv.EnvBuilder(with_pip=False).create(folder / "venv")
+    python = folder / "venv" / "bin" / "python"
+    target = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    (Path(target) / "preinstalled.pth").write_text(f"{shelf}\n")
+    return python
+
+
+def test_the_colab_cell_installs_the_released_tag_and_says_what_to_do_without_it(tmp_path):
+    """The release step tags a clone; notebook 08's set-up cell, run as in Colab, installs from that tag
+    what 08 imports, and a missing tag stops it with the way out."""
+    import pytest
+
+    from gloss_lite import __version__, classroom
+
+    if not pypi_reachable():
+        pytest.skip("PyPI is not reachable: building the package from the tag needs setuptools")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    for name in ("user.name", "user.email"):
+        subprocess.run(["git", "-C", str(clone), "config", name, "course"], check=True)
+    released = subprocess.run([sys.executable, "-m", "gloss_lite.classroom", "release"], cwd=clone,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(clone)})
+    assert released.returncode == 0, released.stderr
+    assert f"v{__version__}" in subprocess.run(["git", "-C", str(clone), "tag"], capture_output=True,
+                                                 text=True).stdout.split()
+    python = colab_like_environment(tmp_path)
+    notebook = classroom.read_notebook(ROOT / "notebooks" / "08_the_graph_beyond_one_batch.ipynb")
+    cell = classroom.setup_source(f"file://{clone}", extras=classroom.notebook_extras(notebook))
+    assert classroom.cell_source(notebook["cells"][0]) == classroom.setup_source(
+        classroom.repository_url(), extras="[integrations]")  # the committed cell is this one, for the README's URL
+    as_colab = ("import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab'); "
+                "exec(open(sys.argv[1]).read())")
+    (tmp_path / "cell.py").write_text(cell)
+    run = subprocess.run([str(python), "-c", as_colab, str(tmp_path / "cell.py")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    imports = "import gloss_lite, gloss_lite.integrations, sentence_transformers; print(gloss_lite.__version__)"
+    check = subprocess.run([str(python), "-c", imports], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.strip() == __version__, check.stderr[-2000:]
+    (tmp_path / "missing.py").write_text(cell.replace(f'TAG = "v{__version__}"', 'TAG = "v99.0.0"'))
+    missing = subprocess.run([str(python), "-c", as_colab, str(tmp_path / "missing.py")], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert missing.returncode != 0
+    assert "the instructor runs `python -m gloss_lite.classroom release`" in missing.stderr
+    assert "set TAG = 'main'" in missing.stderr

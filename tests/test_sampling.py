@@ -127,3 +127,20 @@ def test_fit_trains_on_the_balanced_batches(monkeypatch):
     text_of = dict(enumerate(train.texts))
     assert [sorted(batch) for batch in seen] == [sorted(text_of[i] for i in b) for b in expected]
     assert len(result.history) == 1 and result.history[0]["loss"] > 0
+
+
+def test_sentence_transformers_group_by_label_sampler_drops_documents_where_this_one_keeps_all():
+    """Why the package keeps its own sampler: sentence-transformers' GroupByLabelBatchSampler works with
+    GLossLoss (two of each label it puts in a batch) but stops dealing when one label is left, so an
+    imbalanced set loses the surplus of its largest class every epoch, and a class of one never appears."""
+    from datasets import Dataset
+    from sentence_transformers.base.sampler import GroupByLabelBatchSampler
+
+    labels = [0] * 60 + [1] * 12 + [2] * 6 + [3]  # imbalanced, as R8 and R52 are, with a class of one
+    data = Dataset.from_dict({"label": labels})
+    theirs = [i for batch in GroupByLabelBatchSampler(data, 8, drop_last=False, valid_label_columns=["label"])
+              for i in batch]
+    assert len(set(theirs)) <= 12 + 12 + 6  # class 0 capped at the second-largest class: 48 of its 60 dropped
+    assert 78 not in theirs  # the document of class 3 is never drawn
+    ours = [i for batch in ClassBalancedBatchSampler(labels[:-1], 8, seed=0) for i in batch]
+    assert set(ours) == set(range(78))  # every document, every epoch

@@ -19,7 +19,7 @@ run (``loss.sigma`` / ``trainer.sigma`` hold it). ``fit`` estimates it on up to 
 texts instead; one batch is what a loss inside someone else's loop gets to see.
 
 **Batches G-Loss cannot mask.** The mask needs a class with two documents (one visible, one
-hidden). ``ClassBalancedBatchSampler`` (``gloss_lite.sampling``) puts two of every class into
+hidden). ``ClassBalancedBatchSampler`` (``gloss_lite.training.sampling``) puts two of every class into
 each batch and merges a too-small last batch into the one before, so that never happens; pass
 ``balanced_batch_sampler`` as sentence-transformers' ``batch_sampler`` argument, and
 ``GLossTrainer`` uses it by default. Where a batch still has no class of two (a last batch of
@@ -88,10 +88,10 @@ from transformers import Trainer
 from .encoders import default_model_path, mean_pool
 from .losses import GLoss, g_loss, mix_losses
 from .masking import split_mask
-from .sampling import ClassBalancedBatchSampler
-from .sigma import sigma_dicm, sigma_sqrt
+from .sigma import check_sigma_setting
+from .sigma import estimate as estimate_by_rule
+from .training.sampling import ClassBalancedBatchSampler
 
-SIGMA_RULES = ("sqrt", "dicm")
 CITATION = """
 @inproceedings{sharma2025gloss,
     title = {G-Loss: Graph-Guided Fine-Tuning of Language Models},
@@ -119,13 +119,8 @@ def _check_lam(lam) -> float:
 
 def _check_sigma(sigma) -> float | None:
     """None for a rule ("sqrt", "dicm") still to be estimated, else the number as a float."""
-    if isinstance(sigma, str):
-        if sigma not in SIGMA_RULES:
-            raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
-        return None
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
-    return float(sigma)
+    check_sigma_setting(sigma)
+    return None if isinstance(sigma, str) else float(sigma)
 
 
 def _check_num_classes(num_classes) -> int:
@@ -147,12 +142,6 @@ def _warn_unmaskable(labels: torch.Tensor) -> None:
         UnmaskableBatchWarning,
         stacklevel=3,
     )
-
-
-def _estimate_sigma(rule: str, embeddings: torch.Tensor, labels: torch.Tensor) -> float:
-    if rule == "sqrt":
-        return sigma_sqrt(embeddings)
-    return sigma_dicm(embeddings, labels.cpu())
 
 
 def _pooled_last_hidden(outputs, inputs: dict) -> torch.Tensor:
@@ -261,13 +250,13 @@ class GLossLoss(nn.Module):
         labels = _labels_tensor(labels)
         sigma = self.sigma
         if sigma is None and can_mask(labels):
-            sigma = self._estimate_sigma(dict(features), labels)
+            sigma = self.estimate_sigma(dict(features), labels)
             if self.model.training:  # fixed from the first training batch on
                 self.sigma = self.gloss.sigma = sigma
         embeddings = self.model(features)["sentence_embedding"]
         return self.compute_loss_from_embeddings(embeddings, labels, sigma=sigma)
 
-    def _estimate_sigma(self, features: dict, labels: torch.Tensor) -> float:
+    def estimate_sigma(self, features: dict, labels: torch.Tensor) -> float:
         was_training = self.model.training
         self.model.eval()
         try:
@@ -275,7 +264,7 @@ class GLossLoss(nn.Module):
                 embeddings = self.model(features)["sentence_embedding"]
         finally:
             self.model.train(was_training)
-        return _estimate_sigma(self.sigma_rule, embeddings, labels)
+        return estimate_by_rule(self.sigma_rule, embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: torch.Tensor, labels: torch.Tensor,
                                      sigma: float | None = None) -> dict[str, torch.Tensor]:
@@ -283,7 +272,7 @@ class GLossLoss(nn.Module):
         labels = labels.to(embeddings.device)
         sigma = self.sigma if sigma is None else sigma
         if sigma is None and can_mask(labels):
-            sigma = _estimate_sigma(self.sigma_rule, embeddings, labels)
+            sigma = estimate_by_rule(self.sigma_rule, embeddings, labels)
         if not can_mask(labels):
             _warn_unmaskable(labels)
             graph = embeddings.sum() * 0.0  # a zero that keeps the graph, so backward still runs
@@ -426,7 +415,7 @@ class GLossTrainer(Trainer):
             return (loss, SequenceClassifierOutput(logits=logits)) if return_outputs else loss
         labels = labels.to(self.args.device)
         if self.sigma is None and can_mask(labels):
-            self.sigma = self.gloss.sigma = self._estimate_sigma(model, inputs, labels)
+            self.sigma = self.gloss.sigma = self.estimate_sigma(model, inputs, labels)
         outputs = model(**inputs, output_hidden_states=True)
         embeddings = _pooled_last_hidden(outputs, inputs)
         ce = F.cross_entropy(outputs.logits.float(), labels)
@@ -441,14 +430,14 @@ class GLossTrainer(Trainer):
         self._terms["count"] += 1
         return (loss, SequenceClassifierOutput(loss=loss, logits=outputs.logits)) if return_outputs else loss
 
-    def _estimate_sigma(self, model, inputs: dict, labels: torch.Tensor) -> float:
+    def estimate_sigma(self, model, inputs: dict, labels: torch.Tensor) -> float:
         model.eval()
         try:
             with torch.no_grad():
                 embeddings = _pooled_last_hidden(model(**inputs, output_hidden_states=True), inputs)
         finally:
             model.train()
-        return _estimate_sigma(self.sigma_rule, embeddings, labels)
+        return estimate_by_rule(self.sigma_rule, embeddings, labels)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._terms["count"]:

@@ -24,6 +24,8 @@ The authors' code differs in two details, available as options:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -92,3 +94,34 @@ def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool
     if len(between) == 0:
         raise ValueError("sigma_dicm needs two documents of different classes at a non-zero distance")
     return float(between.min() / 3.0)
+
+
+SIGMA_RULES = ("sqrt", "dicm")
+
+
+def check_sigma_setting(sigma) -> None:
+    """Refuse a sigma setting that is neither a positive finite number nor a rule of ``SIGMA_RULES``."""
+    if isinstance(sigma, str):
+        if sigma in SIGMA_RULES:
+            return
+    elif not isinstance(sigma, bool) and isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0:
+        return
+    raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
+
+
+def estimate(rule: str, embeddings: torch.Tensor, labels=None, *, variant: str = "course") -> float:
+    """Sigma by ``rule`` (``"sqrt"`` or ``"dicm"``) on ``embeddings``: the one dispatch of the rules.
+
+    ``variant="authors"`` is the authors' form of each rule: SQRT over the full distance matrix
+    (diagonal included), DICM with its median fallback. DICM needs ``labels``.
+    """
+    if rule not in SIGMA_RULES:
+        raise ValueError(f"rule must be one of {SIGMA_RULES}, got {rule!r}")
+    if variant not in ("course", "authors"):
+        raise ValueError(f"variant must be 'course' or 'authors', got {variant!r}")
+    authors = variant == "authors"
+    if rule == "sqrt":
+        return sigma_sqrt(embeddings, include_diagonal=authors)
+    if labels is None:
+        raise ValueError("the 'dicm' rule needs the documents' labels: estimate('dicm', embeddings, labels)")
+    return sigma_dicm(embeddings, labels, fallback=authors)

@@ -31,8 +31,8 @@ from gloss_lite.integrations import (
 )
 from gloss_lite.losses import g_loss
 from gloss_lite.masking import split_mask
-from gloss_lite.sampling import ClassBalancedBatchSampler
 from gloss_lite.sigma import sigma_sqrt
+from gloss_lite.training.sampling import ClassBalancedBatchSampler
 
 TOKENIZER = AutoTokenizer.from_pretrained(default_model_path())
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from gloss_lite import train as train_module
-from gloss_lite.sampling import ClassBalancedBatchSampler
-from gloss_lite.train import TrainConfig
+from gloss_lite.training import TrainConfig
+from gloss_lite.training import loop as train_module
+from gloss_lite.training.sampling import ClassBalancedBatchSampler
 
 
 def class_counts(labels, batch):

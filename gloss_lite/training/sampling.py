@@ -26,7 +26,7 @@ index lists (pass it to ``DataLoader(dataset, batch_sampler=...)``). With ``n`` 
    together and fill the batches in order, each to ``batch_size``; so every batch but the last
    holds exactly ``batch_size`` documents, in a shuffled order.
 4. **The last batch.** If the last batch would hold fewer than ``2 K`` documents (too few for two
-   of each class), it is merged into the batch before it, the rule ``gloss_lite.train._batches``
+   of each class), it is merged into the batch before it, the rule ``gloss_lite.training.loop._batches``
    follows: ``B`` drops by one and the last batch holds between ``batch_size + 1`` and
    ``batch_size + 2 K - 1`` documents.
 

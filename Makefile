@@ -29,15 +29,15 @@ test: install
 	HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m pytest
 
 site: install
-	$(PY) -m gloss_lite.site --notebooks outputs/course --output outputs/site
+	$(PY) -m gloss_lite.course.site --notebooks outputs/course --output outputs/site
 
 student: install
-	$(PY) -m gloss_lite.classroom student --output student
+	$(PY) -m gloss_lite.course.classroom student --output student
 
 lint: install
 	$(PY) -m ruff check .
 	$(VENV)/bin/nbstripout --verify --keep-id notebooks/*.ipynb
-	$(PY) -m gloss_lite.classroom colab --check
+	$(PY) -m gloss_lite.course.classroom colab --check
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -6,7 +6,7 @@
 
 On MR (``load_dataset("mr")``: set ``GLOSS_LITE_DATA`` to the folder holding ``mr/``), a
 class-stratified subset of the train and validation splits (``Split.sample``, drawn once with
-``--data-seed``; size 0 = the whole split). For each seed, ``gloss_lite.train.fit`` trains a fresh
+``--data-seed``; size 0 = the whole split). For each seed, ``gloss_lite.training.fit`` trains a fresh
 offline MiniLM + linear head twice, with the same ``TrainConfig`` except ``loss``: ``"ce"`` and
 ``"gloss+ce"`` (lam 0.5, gamma 0.7, sigma "sqrt"). Per seed:
 
@@ -30,8 +30,8 @@ import time
 import torch
 
 from gloss_lite.data import load_dataset
-from gloss_lite.results import first_epoch_reaching
-from gloss_lite.train import TrainConfig, fit
+from gloss_lite.reproduction.results import first_epoch_reaching
+from gloss_lite.training import TrainConfig, fit
 
 
 def main() -> None:

@@ -7,11 +7,11 @@
 A step trains the offline MiniLM and a linear head on a graph of ``N`` MR training sentences (a
 stratified sample), every text truncated to ``--max-length`` tokens: forward, the loss
 ``mix_losses(CE(head(E), y), GLoss(E, y), 0.5)``, backward, AdamW step, in train mode (dropout
-on), as ``gloss_lite.train.fit`` does it. Two kinds of step:
+on), as ``gloss_lite.training.fit`` does it. Two kinds of step:
 
 - ``plain``: one encoder call on all ``N`` texts, one ``loss.backward()``: the activations of all
   ``N`` documents are held at once;
-- ``cached``: ``gloss_lite.cached.cached_backward`` with ``--chunk-size`` documents at a time
+- ``cached``: ``gloss_lite.training.cached.cached_backward`` with ``--chunk-size`` documents at a time
   (embed without gradient, backward to the embeddings, re-embed each chunk with gradient).
 
 **Memory.** Each (kind, N) runs in a fresh process, so no allocation of another run is reused.
@@ -105,11 +105,11 @@ def worker(kind: str, n: int, args) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from gloss_lite.cached import cached_backward
     from gloss_lite.data import load_dataset
     from gloss_lite.encoders import load_encoder
     from gloss_lite.losses import GLoss, mix_losses
     from gloss_lite.sigma import sigma_sqrt
+    from gloss_lite.training.cached import cached_backward
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

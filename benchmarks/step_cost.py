@@ -6,7 +6,7 @@
 Same encoder (the offline MiniLM), same batch (a stratified sample of ``--batch-size``
 reviews from ``reviews_sentiment``' train split, tokenised once and padded/truncated to exactly
 ``--max-length`` tokens), same linear head, same AdamW (encoder lr 2e-5, head lr 1e-3, as
-``gloss_lite.train.fit``). A step is forward + backward + optimizer step, in train mode.
+``gloss_lite.training.fit``). A step is forward + backward + optimizer step, in train mode.
 Three kinds of step:
 
 - ``ce``: ``CE(head(E), y)`` with ``E`` = the encoder's embeddings of the batch;

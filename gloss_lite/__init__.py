@@ -1,34 +1,48 @@
 """gloss_lite: the helper package of the G-Loss course.
 
-One module per concept, in the order the notebooks teach them:
+``import gloss_lite`` gives the method, in the order the notebooks teach it, and loads torch
+only:
 
-============ ======================================================= ==============================
-module       what it holds                                           notebook
-============ ======================================================= ==============================
-data         the course's datasets, MR, R8, R52, Ohsumed and 20NG    00_overview
-encoders     transformer + pooling: texts to embeddings              00_overview
-graph        Gaussian-kernel affinity and transition matrices        01_similarity_graph
-explorer     one minibatch graph at one (sigma, gamma); the sliders  01_similarity_graph, 04
-lpa          label propagation: iterative and closed form            02_label_propagation
-masking      which labels stay visible in a minibatch                03_masking_and_the_loss
-losses       G-Loss (function and module), mixing with CE            03_masking_and_the_loss
-sigma        kernel-width estimates (SQRT, DICM)                     04_sigma_estimation
-train        the training loop for every loss; G-Loss-O (Optuna)     05_fine_tuning
-evaluate     head and transductive-LPA scores                        05_fine_tuning
-losses       the baselines: SupCon, triplet, contrastive             06_comparing_losses
-results      results files and the convergence measure               06_comparing_losses
-reproduce    the grid of datasets, methods and seeds; the verdicts   07_reproducing_the_paper
-cached       a graph larger than memory: chunked, replayed embedding 08_the_graph_beyond_one_batch
-distributed  one graph across processes: gather with gradient        08_the_graph_beyond_one_batch
-sampling     class-balanced batches (two of every class)             08_the_graph_beyond_one_batch
-integrations G-Loss for sentence-transformers and the HF Trainer     08_the_graph_beyond_one_batch
-============ ======================================================= ==============================
+=========== ============================================================ ======================
+module      what it holds                                                notebook
+=========== ============================================================ ======================
+graph       Gaussian-kernel affinity and transition matrices             01_similarity_graph
+lpa         label propagation: iterative and closed form                 02_label_propagation
+masking     which labels stay visible in a minibatch                     03_masking_and_the_loss
+losses      G-Loss (function and module), mixing with CE                 03_masking_and_the_loss
+sigma       kernel-width rules (SQRT, DICM) and their one dispatch       04_sigma_estimation
+baselines   SupCon, triplet, contrastive                                 06_comparing_losses
+=========== ============================================================ ======================
 
-``exercises`` (the auto-checks of every notebook's coded exercises), ``classroom`` (student
-copies, Colab set-up cells and badges, notebooks written as JupyterLab saves them), ``runtime``
-(seeds, devices), ``plots`` (shared figures), ``records`` (numbers a notebook reports to its
-tests), ``course`` (the papermill runner) and ``site`` (the course as a website) serve every
-notebook.
+Imported by name (heavier, or not the method itself):
+
+- layer 0: ``checks`` (argument checks, written once), ``runtime`` (seeds, devices), ``plots``
+  (shared figures), ``collectives`` (gathers across processes; a leaf);
+- layer 1: ``data`` (the course's reviews, MR, R8, R52, Ohsumed, 20NG), ``encoders`` (texts to
+  embeddings), ``evaluate`` (head and LPA scores), ``explorer`` (one minibatch graph, sliders);
+- layer 2: ``training`` (``TrainConfig``, ``fit``, ``tune``; the only place that holds a model,
+  an optimiser and data together);
+- layer 3: ``integrations`` (sentence-transformers, the Hugging Face Trainer),
+  ``reproduction`` (the paper's grid and its verdicts), ``course`` (notebook runner, exercises,
+  classroom, grading, website; nothing there is G-Loss).
+
+No module imports one of a higher layer (``tests/test_layers.py``).
 """
 
+from .baselines import ContrastiveLoss, CosineMSELoss, SupConLoss, TripletLoss
+from .graph import gaussian_affinity, squared_distances, transition_matrix
+from .losses import GLoss, g_loss, mix_losses
+from .lpa import propagate
+from .masking import split_mask
+from .sigma import SIGMA_RULES, estimate, sigma_dicm, sigma_sqrt
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "squared_distances", "gaussian_affinity", "transition_matrix",
+    "propagate",
+    "split_mask",
+    "g_loss", "GLoss", "mix_losses",
+    "SIGMA_RULES", "sigma_sqrt", "sigma_dicm", "estimate",
+    "SupConLoss", "TripletLoss", "ContrastiveLoss", "CosineMSELoss",
+]

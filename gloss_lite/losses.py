@@ -45,10 +45,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from . import collectives
+from .checks import check_bool, check_class_range, check_int
 from .graph import SCHEMES, check_embeddings, check_sigma, gaussian_affinity, transition_matrix
 from .lpa import check_labels, propagate
-from .masking import split_mask
+from .masking import check_gamma, split_mask
 
 TARGETS = ("nll", "authors")
 
@@ -116,10 +117,7 @@ def g_loss(
     check_embeddings(embeddings)
     check_sigma(sigma)
     check_labels(labels, labeled_mask, num_classes, embeddings.shape[0])
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}"
-        )
+    check_class_range(labels, num_classes)
     if labeled_mask.all():
         raise ValueError("no hidden node: every label is visible, so there is nothing to score; lower gamma")
     weights = _check_class_weights(class_weights, num_classes)
@@ -177,13 +175,13 @@ class GLoss(torch.nn.Module):
             masks. ``None`` uses torch's global generator.
         gather: under an initialised ``torch.distributed`` process group, build the graph of the
             **global** batch: gather every rank's embeddings (with gradient) and labels in rank
-            order (``gloss_lite.distributed``; local batch sizes may differ), draw one mask on the
+            order (``gloss_lite.training.distributed``; local batch sizes may differ), draw one mask on the
             global batch that every rank agrees on, and return the global batch's G-Loss on every
             rank. With a ``seed`` every rank's generator steps in lockstep; with ``seed=None``
             rank 0 draws a seed from torch's global generator for each call and sends it to the
             others. No rescaling is needed: the gather's backward sums over the ranks what DDP's
             gradient average divides by ``W``, so DDP's gradient is the single-process gradient on
-            the concatenated batch (derived in ``gloss_lite.distributed``). Outside a process
+            the concatenated batch (derived in ``gloss_lite.training.distributed``). Outside a process
             group it is the ordinary loss. Taught in ``08_the_graph_beyond_one_batch``.
 
     After each call, ``last_mask`` holds the mask that was drawn (with ``gather``, the global one).
@@ -204,14 +202,11 @@ class GLoss(torch.nn.Module):
         gather: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(gather, bool):
-            raise ValueError(f"gather must be True or False, got {gather!r}")
+        check_bool("gather", gather)
         _check_options(scheme, target)
         check_sigma(sigma)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma < 1.0:
-            raise ValueError(f"gamma is the fraction of visible labels and must lie in (0, 1), got {gamma!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        check_gamma(gamma)
+        check_int("num_classes", num_classes, minimum=2)
         self.num_classes = num_classes
         self.sigma = sigma if isinstance(sigma, torch.Tensor) else float(sigma)
         self.gamma = float(gamma)
@@ -226,11 +221,11 @@ class GLoss(torch.nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         generator = self.generator
-        if self.gather and distributed.world_size() > 1:
-            embeddings = distributed.gather_with_grad(embeddings)
-            labels = distributed.gather_labels(labels)
+        if self.gather and collectives.world_size() > 1:
+            embeddings = collectives.gather_with_grad(embeddings)
+            labels = collectives.gather_labels(labels)
             if generator is None:  # every rank must draw the same mask
-                generator = torch.Generator().manual_seed(distributed.agreed_seed())
+                generator = torch.Generator().manual_seed(collectives.agreed_seed())
         mask = split_mask(labels, self.gamma, generator=generator, stratified=self.stratified)
         self.last_mask = mask
         return g_loss(
@@ -260,117 +255,3 @@ def mix_losses(ce_loss: torch.Tensor, graph_loss: torch.Tensor, lam: float) -> t
         raise ValueError(f"lam weighs G-Loss against CE and must lie in [0, 1], got {lam!r}")
     return (1.0 - lam) * ce_loss + lam * graph_loss
 
-
-# ---------------------------------------------------------------------------------------------
-# Baselines the paper compares with (taught in notebooks/06_comparing_losses.ipynb). Each is a
-# module with forward(embeddings, labels), like GLoss, wrapping pytorch-metric-learning's
-# implementation. All three L2-normalise the embeddings first (cosine geometry), as G-Loss does.
-
-
-class SupConLoss(torch.nn.Module):
-    """Supervised contrastive loss (Khosla et al., 2020).
-
-    For each anchor ``i`` with positives ``P(i)`` (same label, ``p != i``), ``s_ij`` the cosine
-    similarity and ``tau`` the temperature,
-    ``l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / tau) / sum_{a != i} exp(s_ia / tau) )``.
-
-    - ``base_temperature=None`` (the course's form, pytorch-metric-learning's): the mean of
-      ``l_i`` over the anchors that have a positive.
-    - ``base_temperature=b`` (the authors' form, from the SupCon reference code they use):
-      ``(tau / b) * l_i``, averaged over **all** anchors, an anchor without a positive counting
-      as 0. The authors keep ``b = 0.07``, so a temperature of 0.1 scales the loss by 1.43.
-    """
-
-    def __init__(self, temperature: float = 0.1, base_temperature: float | None = None) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if base_temperature is not None and not base_temperature > 0:
-            raise ValueError(f"base_temperature must be > 0 or None, got {base_temperature!r}")
-        from pytorch_metric_learning.losses import SupConLoss as _SupCon
-
-        self.temperature = temperature
-        self.base_temperature = base_temperature
-        self.loss = _SupCon(temperature=temperature)
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.base_temperature is None:
-            return self.loss(embeddings.float(), labels)
-        unit = F.normalize(embeddings.float(), dim=1)
-        logits = unit @ unit.T / self.temperature
-        not_self = ~torch.eye(len(unit), dtype=torch.bool, device=unit.device)
-        log_prob = logits - torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), dim=1, keepdim=True)
-        positive = (labels[:, None] == labels[None, :]) & not_self
-        per_anchor = (log_prob * positive).sum(dim=1) / positive.sum(dim=1).clamp_min(1)
-        return -(self.temperature / self.base_temperature) * per_anchor.mean()
-
-
-class TripletLoss(torch.nn.Module):
-    """Triplet margin loss ``max(0, d(a, p) - d(a, n) + margin)`` with Euclidean ``d``.
-
-    ``mining="all"`` (batch-all) averages over every valid triplet of the batch whose loss is
-    positive; ``mining="hard"`` (batch-hard) keeps, per anchor, the farthest positive and the
-    nearest negative. Both are from Hermans, Beyer and Leibe (2017).
-
-    ``normalize=True`` (the course's form) measures ``d`` between L2-normalised embeddings, so a
-    margin of 0.1 is on the scale of distances in [0, 2]; ``normalize=False`` with ``margin=5``
-    is the authors' form, on the raw embeddings.
-    """
-
-    MININGS = ("all", "hard")
-
-    def __init__(self, margin: float = 0.1, mining: str = "all", normalize: bool = True) -> None:
-        super().__init__()
-        if mining not in self.MININGS:
-            raise ValueError(f"mining must be one of {self.MININGS}, got {mining!r}")
-        if not margin > 0:
-            raise ValueError(f"margin must be > 0, got {margin!r}")
-        from pytorch_metric_learning.distances import LpDistance
-        from pytorch_metric_learning.losses import TripletMarginLoss
-        from pytorch_metric_learning.miners import BatchHardMiner
-
-        self.mining = mining
-        self.normalize = normalize
-        distance = LpDistance(normalize_embeddings=normalize)
-        self.loss = TripletMarginLoss(margin=margin, distance=distance)
-        self.miner = BatchHardMiner(distance=distance) if mining == "hard" else None
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embeddings = embeddings.float()
-        if self.miner is None:
-            return self.loss(embeddings, labels)
-        return self.loss(embeddings, labels, self.miner(embeddings, labels))
-
-
-class ContrastiveLoss(torch.nn.Module):
-    """Pairwise contrastive loss on L2-normalised embeddings, in pytorch-metric-learning's form.
-
-    Positive pairs pay ``d``, negative pairs ``max(0, margin - d)``; each part is averaged over
-    its pairs with a non-zero loss and the two parts are added. (Hadsell, Chopra and LeCun, 2006,
-    square both terms; this form does not.)
-    """
-
-    def __init__(self, margin: float = 1.0) -> None:
-        super().__init__()
-        if not margin > 0:
-            raise ValueError(f"margin must be > 0, got {margin!r}")
-        from pytorch_metric_learning.losses import ContrastiveLoss as _Contrastive
-
-        self.loss = _Contrastive(pos_margin=0.0, neg_margin=margin)
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.loss(embeddings.float(), labels)
-
-
-class CosineMSELoss(torch.nn.Module):
-    """The authors' "contrastive" baseline: how far cosine similarity is from "same label".
-
-    ``mean_{i<j} (cos(e_i, e_j) - [y_i = y_j])^2`` over every pair of the batch: same-class pairs
-    are pulled towards cosine 1, other pairs towards cosine 0 (orthogonal, not opposite).
-    """
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        unit = F.normalize(embeddings.float(), dim=1)
-        i, j = torch.triu_indices(len(unit), len(unit), offset=1, device=unit.device)
-        cosine = (unit[i] * unit[j]).sum(dim=1)
-        return F.mse_loss(cosine, (labels[i] == labels[j]).to(cosine.dtype))

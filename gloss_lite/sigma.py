@@ -24,9 +24,12 @@ The authors' code differs in two details, available as options:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from .checks import check_choice, class_ids
 from .graph import check_embeddings
 
 
@@ -55,22 +58,6 @@ def sigma_sqrt(embeddings: torch.Tensor, *, include_diagonal: bool = False) -> f
     return float(torch.sqrt(median / 3.0))
 
 
-def _class_ids(labels) -> torch.Tensor:
-    """``labels`` as a CPU int64 tensor; ``ValueError`` for strings, floats, bools and other types."""
-    if isinstance(labels, str) or (not isinstance(labels, torch.Tensor) and any(isinstance(x, str) for x in labels)):
-        raise ValueError(
-            "labels must be integer class ids, got strings; map each class name to an id first, "
-            "e.g. ids = {name: i for i, name in enumerate(sorted(set(labels)))}"
-        )
-    try:
-        tensor = torch.as_tensor(labels)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"labels must be integer class ids, got {type(labels).__name__} ({error})") from None
-    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-        raise ValueError(f"labels must be integer class ids, got {tensor.dtype}; use .long() on whole numbers")
-    return tensor.cpu().long()
-
-
 def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool = False) -> float:
     """DICM: the smallest distance between two documents of different classes, divided by 3.
 
@@ -82,7 +69,7 @@ def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool
     (``gloss_lite.data`` does).
     """
     distances = pairwise_distances(embeddings)
-    labels = _class_ids(labels)
+    labels = class_ids(labels).cpu()
     if labels.shape != (len(distances),):
         raise ValueError(f"shapes disagree: {len(distances)} embeddings and labels of shape {tuple(labels.shape)}")
     between = distances[labels[:, None] != labels[None, :]]
@@ -92,3 +79,34 @@ def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool
     if len(between) == 0:
         raise ValueError("sigma_dicm needs two documents of different classes at a non-zero distance")
     return float(between.min() / 3.0)
+
+
+SIGMA_RULES = ("sqrt", "dicm")
+
+
+def check_sigma_setting(sigma) -> None:
+    """Refuse a sigma setting that is neither a positive finite number nor a rule of ``SIGMA_RULES``."""
+    if isinstance(sigma, bool):
+        raise ValueError(f"sigma must be a number, got the bool {sigma!r}")
+    if isinstance(sigma, str):
+        if sigma in SIGMA_RULES:
+            return
+    elif isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0:
+        return
+    raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
+
+
+def estimate(rule: str, embeddings: torch.Tensor, labels=None, *, variant: str = "course") -> float:
+    """Sigma by ``rule`` (``"sqrt"`` or ``"dicm"``) on ``embeddings``: the one dispatch of the rules.
+
+    ``variant="authors"`` is the authors' form of each rule: SQRT over the full distance matrix
+    (diagonal included), DICM with its median fallback. DICM needs ``labels``.
+    """
+    check_choice("rule", rule, SIGMA_RULES)
+    check_choice("variant", variant, ("course", "authors"))
+    authors = variant == "authors"
+    if rule == "sqrt":
+        return sigma_sqrt(embeddings, include_diagonal=authors)
+    if labels is None:
+        raise ValueError("the 'dicm' rule needs the documents' labels: estimate('dicm', embeddings, labels)")
+    return sigma_dicm(embeddings, labels, fallback=authors)

@@ -1,13 +1,13 @@
 """Sphinx configuration of the course website.
 
-``python -m gloss_lite.site`` copies this folder, the executed notebooks, the README and the
+``python -m gloss_lite.course.site`` copies this folder, the executed notebooks, the README and the
 generated pages (API reference, results) into a build folder and runs Sphinx there; nothing is
 executed again (``nb_execution_mode = "off"``). Everything the pages load ships with the build:
 the theme's assets come with the pip packages and MathJax 3 with ``sphinx-mathjax-offline``.
 """
 
 from gloss_lite import __version__
-from gloss_lite.classroom import repository_url
+from gloss_lite.course.classroom import repository_url
 
 project = "G-Loss, step by step"
 author = "the G-Loss course"

@@ -24,7 +24,7 @@ def executed_notebook(tmp_path_factory):
     temporary folder; the notebook tests and the site test share the copies. A run that failed
     raises its error again for every test that asks.
     """
-    from gloss_lite.course import course_metadata, run_notebook
+    from gloss_lite.course.run import course_metadata, run_notebook
 
     folder = tmp_path_factory.mktemp("executed_notebooks")
     runs = {}

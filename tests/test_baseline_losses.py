@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gloss_lite.losses import ContrastiveLoss, CosineMSELoss, SupConLoss, TripletLoss
+from gloss_lite.baselines import ContrastiveLoss, CosineMSELoss, SupConLoss, TripletLoss
 
 
 def batch():

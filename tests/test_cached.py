@@ -1,4 +1,4 @@
-"""Cached embeddings (gloss_lite.cached): the gradient of a graph embedded chunk by chunk is the plain one."""
+"""Cached embeddings (gloss_lite.training.cached): the gradient of a graph embedded chunk by chunk is the plain one."""
 
 import copy
 import importlib.util
@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from gloss_lite import cached
-from gloss_lite.cached import RandomState, cached_backward
 from gloss_lite.data import load_dataset
 from gloss_lite.encoders import Encoder, default_model_path
 from gloss_lite.losses import GLoss, mix_losses
-from gloss_lite.train import TrainConfig, TrainingDivergedError, fit
+from gloss_lite.training import TrainConfig, TrainingDivergedError, cached, fit
+from gloss_lite.training.cached import RandomState, cached_backward
 
 TOKENIZER = AutoTokenizer.from_pretrained(default_model_path())
 

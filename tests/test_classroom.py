@@ -1,4 +1,4 @@
-"""gloss_lite.classroom: student copies (stubs in place of solutions, stable, failing exactly at
+"""gloss_lite.course.classroom: student copies (stubs in place of solutions, stable, failing exactly at
 the exercises) and the Colab set-up cells and badges (in step with the README's one URL)."""
 
 import json
@@ -13,9 +13,9 @@ import pytest
 import tomllib
 
 import gloss_lite
-from gloss_lite import classroom
-from gloss_lite.course import INLINE_BACKEND, NOTEBOOK_DIR, course_metadata, notebook_paths
-from gloss_lite.exercises import EXERCISES
+from gloss_lite.course import classroom
+from gloss_lite.course.exercises import EXERCISES
+from gloss_lite.course.run import INLINE_BACKEND, NOTEBOOK_DIR, course_metadata, notebook_paths
 
 NOTEBOOKS = notebook_paths()
 CELL_TIMEOUT = 300

@@ -16,9 +16,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from gloss_lite import distributed
+from gloss_lite import collectives
 from gloss_lite.losses import GLoss, g_loss
 from gloss_lite.masking import split_mask
+from gloss_lite.training import ddp_check, distributed
 
 # The children import this module; the trainer (and transformers) only where a test needs it.
 
@@ -92,13 +93,13 @@ def gradient_task(rank):
         results["runs"].append({"lam": lam, "seed": seed, "mask": loss_module.last_mask, "loss": float(loss.detach()),
                                 "grads": [p.grad.clone() for p in parameters(encoder, head)]})
     probe = torch.arange(3.0 * (rank + 1), dtype=torch.float64).reshape(rank + 1, 3).requires_grad_()
-    gathered = distributed.gather_with_grad(probe)
+    gathered = collectives.gather_with_grad(probe)
     gathered.sum().backward()
     results["gathered"], results["probe_grad"] = gathered.detach(), probe.grad
-    results["labels"] = distributed.gather_labels(torch.tensor([rank] * (rank + 2)))
+    results["labels"] = collectives.gather_labels(torch.tensor([rank] * (rank + 2)))
     weights = torch.tensor([1.0, 2.0, 0.5])
     results["local_batch"] = distributed.local_batch(torch.arange(11), toy_problem()[3], weights)
-    results["check"] = distributed.gradient_check(SIZES, lam=0.5, mask_seed=3)
+    results["check"] = ddp_check.gradient_check(SIZES, lam=0.5, mask_seed=3)
     return results
 
 
@@ -171,9 +172,9 @@ def test_gradient_check_reports_agreement(gradient_runs):
 
 
 def test_outside_a_process_group_gather_is_the_identity_and_gloss_the_ordinary_loss():
-    assert not dist.is_initialized() and distributed.world_size() == 1 and distributed.rank() == 0
+    assert not dist.is_initialized() and collectives.world_size() == 1 and collectives.rank() == 0
     local = torch.randn(5, 3, requires_grad=True)
-    assert distributed.gather_with_grad(local) is local
+    assert collectives.gather_with_grad(local) is local
     indices, scale = distributed.local_batch(torch.arange(4), torch.zeros(4, dtype=torch.long))
     assert indices.tolist() == [0, 1, 2, 3] and scale == 1.0
     encoder, _, inputs, labels = toy_problem()
@@ -223,7 +224,7 @@ def splits():
 
 
 def config(**changes):
-    from gloss_lite.train import TrainConfig
+    from gloss_lite.training import TrainConfig
 
     # batch 7 of 24 documents: batches of 7, 7, 7 and 3, shared 4 + 3 and 2 + 1; balanced class weights in CE
     settings = dict(loss="gloss+ce", epochs=2, batch_size=7, lr=1e-3, head_lr=1e-2, device="cpu", progress=False,
@@ -238,16 +239,16 @@ def weights_of(result):
 
 def fit_task(rank, folder):
     """Epoch 1 with a checkpoint, then a second call that resumes it for epoch 2."""
-    from gloss_lite import train as train_module
-    from gloss_lite.train import fit
+    from gloss_lite.training import fit
+    from gloss_lite.training import loop as train_module
 
     train, val = splits()
     saved = []
-    original = train_module._save_checkpoint
-    train_module._save_checkpoint = lambda *args, **kwargs: saved.append(rank) or original(*args, **kwargs)
+    original = train_module.save_checkpoint
+    train_module.save_checkpoint = lambda *args, **kwargs: saved.append(rank) or original(*args, **kwargs)
     first = fit(train, val, config(epochs=1, checkpoint_dir=folder), encoder=tiny_encoder())
     resumed = fit(train, val, config(checkpoint_dir=folder), encoder=tiny_encoder())
-    train_module._save_checkpoint = original
+    train_module.save_checkpoint = original
     refused = {}
     for name, changes in (("passes", {"encoder_passes": 2}), ("chunks", {"chunk_size": 2})):
         try:
@@ -266,7 +267,7 @@ def fit_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single_process_fit():
-    from gloss_lite.train import fit
+    from gloss_lite.training import fit
 
     train, val = splits()
     return fit(train, val, config(), encoder=tiny_encoder())
@@ -310,11 +311,11 @@ def test_the_command_line_writes_a_new_file_and_refuses_to_overwrite_one(tmp_pat
     existing = tmp_path / "report.json"
     existing.write_text("{}")
     with pytest.raises(SystemExit) as exit_info:
-        distributed.main(["gradient-check", "--output", str(existing)])
+        ddp_check.main(["gradient-check", "--output", str(existing)])
     assert exit_info.value.code == 2 and "never overwrites" in capsys.readouterr().err
     assert existing.read_text() == "{}"
     fresh = tmp_path / "fresh.json"
-    assert distributed.main(["gradient-check", "--output", str(fresh)]) == 0  # one process, no group
+    assert ddp_check.main(["gradient-check", "--output", str(fresh)]) == 0  # one process, no group
     report = json.loads(fresh.read_text())["runs"][1]
     assert report["world_size"] == 1 and report["local_sizes"] == [5] and report["lam"] == 0.5
     assert report["max_abs_gradient_difference"] < 1e-12 and report["mask_equals_single_process"]

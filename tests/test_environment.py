@@ -78,6 +78,12 @@ def test_the_makefile_installs_the_course_extra_with_torch_in_one_pip_command():
         and '"$(TORCH)"' in installs[0] and "--constraint constraints.txt" in installs[0], installs
 
 
+def test_every_subpackage_ships():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "gloss_lite").rglob("__init__.py")}
+    assert found <= listed, f"pyproject.toml's packages miss {sorted(found - listed)}: a pip install would lack them"
+
+
 def test_the_course_dataset_ships_inside_the_package():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools["package-dir"]["gloss_lite.course_data"] == "data"
@@ -180,7 +186,8 @@ def test_the_colab_cell_installs_the_released_tag_and_says_what_to_do_without_it
     what 08 imports, and a missing tag stops it with the way out."""
     import pytest
 
-    from gloss_lite import __version__, classroom
+    from gloss_lite import __version__
+    from gloss_lite.course import classroom
 
     if not pypi_reachable():
         pytest.skip("PyPI is not reachable: building the package from the tag needs setuptools")
@@ -188,7 +195,7 @@ def test_the_colab_cell_installs_the_released_tag_and_says_what_to_do_without_it
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     for name in ("user.name", "user.email"):
         subprocess.run(["git", "-C", str(clone), "config", name, "course"], check=True)
-    released = subprocess.run([sys.executable, "-m", "gloss_lite.classroom", "release"], cwd=clone,
+    released = subprocess.run([sys.executable, "-m", "gloss_lite.course.classroom", "release"], cwd=clone,
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(clone)})
     assert released.returncode == 0, released.stderr
     assert f"v{__version__}" in subprocess.run(["git", "-C", str(clone), "tag"], capture_output=True,

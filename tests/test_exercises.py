@@ -1,4 +1,4 @@
-"""gloss_lite.exercises: correct functions pass, plausible mistakes fail with a helpful message.
+"""gloss_lite.course.exercises: correct functions pass, plausible mistakes fail with a helpful message.
 
 The correct functions are written here independently of the package's implementations (which a
 solution may not call); each mistake is one a student could make. The notebooks' solutions are
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from scipy import stats as scipy_stats
 
 import gloss_lite.sigma
-from gloss_lite import exercises
-from gloss_lite.course import notebook_paths
-from gloss_lite.exercises import EXERCISES, ExerciseFailed, check, reference_uses
+from gloss_lite.course import exercises
+from gloss_lite.course.exercises import EXERCISES, ExerciseFailed, check, reference_uses
+from gloss_lite.course.run import notebook_paths
 from gloss_lite.graph import gaussian_affinity, transition_matrix
 from gloss_lite.losses import g_loss, mix_losses
 from gloss_lite.lpa import propagate

@@ -1,4 +1,4 @@
-"""gloss_lite.grading: generated submissions of notebook 01 graded to the expected table.
+"""gloss_lite.course.grading: generated submissions of notebook 01 graded to the expected table.
 
 Each submission is the student copy of notebook 01 with its solutions filled in from the
 instructor's notebook, then changed the way a student might: a wrong answer, one that raises, one
@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from gloss_lite import classroom, grading
-from gloss_lite.course import NOTEBOOK_DIR
+from gloss_lite.course import classroom, grading
+from gloss_lite.course.run import NOTEBOOK_DIR
 
 INSTRUCTOR = classroom.read_notebook(next(NOTEBOOK_DIR.glob("01_*.ipynb")))
 GRADED = ["01.1", "01.2"]
@@ -177,7 +177,7 @@ def test_reference_names_reads_the_syntax_tree(source, names):
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
 def test_every_model_solution_is_written_without_its_reference(path):
-    from gloss_lite.exercises import EXERCISES
+    from gloss_lite.course.exercises import EXERCISES
 
     notebook = classroom.read_notebook(path)
     solutions = [(classroom.exercise_role(c)[0], classroom.cell_source(c)) for c in notebook["cells"]

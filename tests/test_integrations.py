@@ -40,8 +40,8 @@ from gloss_lite.integrations import (
 )
 from gloss_lite.losses import g_loss
 from gloss_lite.masking import split_mask
-from gloss_lite.sampling import ClassBalancedBatchSampler
 from gloss_lite.sigma import sigma_sqrt
+from gloss_lite.training.sampling import ClassBalancedBatchSampler
 
 TOKENIZER = AutoTokenizer.from_pretrained(default_model_path())
 
@@ -210,7 +210,8 @@ def test_the_cached_glossloss_gives_the_gradient_of_the_plain_one(tiny_folder, r
         loss = GLossLoss(model, num_labels=2, sigma=0.6, lam=0.5, mini_batch_size=mini_batch_size)
         value = loss([model.tokenize(texts)], labels)
         value.backward()
-        grads.append((float(value.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        grads.append((float(value.detach()),
+                      {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     (plain, plain_grads), (cached, cached_grads) = grads
     assert cached == pytest.approx(plain, rel=1e-5)
     assert plain_grads.keys() == cached_grads.keys() and "2.linear.weight" in plain_grads
@@ -457,7 +458,7 @@ def test_gloss_trainer_trains_minilm_loaded_from_a_path(reviews, tmp_path):
 
 
 def test_fit_glossloss_and_gloss_trainer_share_their_defaults():
-    from gloss_lite.train import TrainConfig
+    from gloss_lite.training import TrainConfig
 
     config = TrainConfig()
     loss_defaults = inspect.signature(GLossLoss).parameters
@@ -563,8 +564,8 @@ def tiny_encoder_decoder(kind):
     if kind == "bart":
         config = BartConfig(vocab_size=TOKENIZER.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
                             encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                            decoder_ffn_dim=64, max_position_embeddings=64, dropout=0.0, bos_token_id=TOKENIZER.cls_token_id,
-                            **special)
+                            decoder_ffn_dim=64, max_position_embeddings=64, dropout=0.0,
+                            bos_token_id=TOKENIZER.cls_token_id, **special)
         return BartForSequenceClassification(config)
     config = T5Config(vocab_size=TOKENIZER.vocab_size, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1,
                       num_heads=2, dropout_rate=0.0, **special)

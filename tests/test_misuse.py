@@ -5,8 +5,8 @@ import json
 import nbformat
 import pytest
 
-from gloss_lite import course
-from gloss_lite.course import CourseError, declared_parameters, main, run_notebook
+from gloss_lite.course import run as course
+from gloss_lite.course.run import CourseError, declared_parameters, main, run_notebook
 
 
 def write_notebook(folder, name="00_tiny.ipynb", parameters="MAX_TRAIN = 120\nDATASET = 'reviews_sentiment'\n"):

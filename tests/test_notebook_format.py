@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gloss_lite import classroom
+from gloss_lite.course import classroom
 
 from conftest import ROOT
 
@@ -83,7 +83,7 @@ def test_the_course_has_notebooks_to_check():
 def test_each_notebook_is_in_the_form_jupyterlab_saves(path):
     problems = form_problems(path.read_text(encoding="utf-8"))
     assert not problems, (f"{path.name}: " + "; ".join(problems)
-                          + ". Rewrite it with gloss_lite.classroom.write_notebook(read_notebook(path), path)")
+                          + ". Rewrite it with gloss_lite.course.classroom.write_notebook(read_notebook(path), path)")
 
 
 def test_the_writer_writes_byte_for_byte_what_jupyterlab_saves(tmp_path):

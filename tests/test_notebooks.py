@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from gloss_lite.course import check_records, course_metadata, notebook_paths
-from gloss_lite.records import read_records
+from gloss_lite.course.records import read_records
+from gloss_lite.course.run import check_records, course_metadata, notebook_paths
 
 NOTEBOOKS = notebook_paths()
 

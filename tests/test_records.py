@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from gloss_lite.records import MIME_TYPE, read_records, record
+from gloss_lite.course.records import MIME_TYPE, read_records, record
 
 
 def test_read_records_collects_values_from_outputs(tmp_path):

@@ -8,8 +8,8 @@ import torch
 from scipy import stats
 from test_train import TOKENIZER, tiny_encoder
 
-from gloss_lite import reproduce
-from gloss_lite.reproduce import Run, paired_interval, summarise, verdict
+from gloss_lite.reproduction import run as reproduce
+from gloss_lite.reproduction.run import Run, paired_interval, summarise, verdict
 
 METHODS = ["ce/course", "gloss+ce/course", "ce/authors", "gloss+ce/authors"]
 BUDGET = {"epochs": 2, "batch_size": 12, "max_length": 32, "lr": 1e-3}

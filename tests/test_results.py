@@ -1,11 +1,11 @@
-"""gloss_lite.results: reading a results file and the convergence measure, against hand computations."""
+"""gloss_lite.reproduction.results: reading a results file and the convergence measure, against hand computations."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from gloss_lite.results import RESULT_COLUMNS, first_epoch_reaching, read_results, summarise_results
+from gloss_lite.reproduction.results import RESULT_COLUMNS, first_epoch_reaching, read_results, summarise_results
 
 
 def test_first_epoch_reaching_is_one_based_and_none_when_never():

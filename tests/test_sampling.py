@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from gloss_lite import train as train_module
-from gloss_lite.sampling import ClassBalancedBatchSampler
-from gloss_lite.train import TrainConfig
+from gloss_lite.training import TrainConfig
+from gloss_lite.training import loop as train_module
+from gloss_lite.training.sampling import ClassBalancedBatchSampler
 
 
 def class_counts(labels, batch):
@@ -88,8 +88,8 @@ def test_it_drives_a_dataloader():
     ([0, 1, 2] * 4, 5, "use batch_size >= 6"),
     ([0] * 5 + [1], 4, r"classes \[1\] have a single document"),
     ([2] * 8, 4, "at least 2 classes"),
-    ([0.0, 1.0, 0.0, 1.0], 4, "integer class ids"),
-    ("0101", 4, "got a string"),
+    ([0.0, 1.0, 0.0, 1.0], 4, "integer tensor of class ids, got a torch.float32"),
+    ("0101", 4, "got strings; map each class name to an id"),
     ([0, 1, 0, 1], 0, "batch_size must be a positive int"),
 ])
 def test_bad_input_is_a_clear_error(labels, batch_size, message):

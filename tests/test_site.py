@@ -21,9 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gloss_lite.classroom import colab_url, repository_url
-from gloss_lite.course import notebook_paths
-from gloss_lite.site import SiteError, build_site, executed_notebooks, missing_site_tools, public_modules, results_page
+from gloss_lite.course.classroom import colab_url, repository_url
+from gloss_lite.course.run import notebook_paths
+from gloss_lite.course.site import (
+    SiteError,
+    build_site,
+    executed_notebooks,
+    missing_site_tools,
+    public_modules,
+    results_page,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -60,11 +67,10 @@ def test_build_refuses_to_write_into_the_sources(tmp_path):
 
 def test_every_module_file_of_the_package_gets_an_api_page():
     package = Path(__file__).resolve().parents[1] / "gloss_lite"
-    expected = {f"gloss_lite.{path.stem}" for path in package.glob("*.py") if not path.stem.startswith("_")}
-    expected |= {f"gloss_lite.{path.parent.name}" for path in package.glob("*/__init__.py")
-                 if not path.parent.name.startswith("_")}
+    expected = {".".join(("gloss_lite",) + path.relative_to(package).with_suffix("").parts)
+                for path in package.rglob("*.py") if not path.stem.startswith("_")}
     assert set(public_modules()) == expected
-    assert "gloss_lite.lpa" in expected and "gloss_lite.site" in expected
+    assert "gloss_lite.lpa" in expected and "gloss_lite.course.site" in expected
 
 
 def test_results_page_with_and_without_a_summary(tmp_path):

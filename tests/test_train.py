@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from gloss_lite import train as train_module
+import gloss_lite.sigma
 from gloss_lite.data import load_dataset
 from gloss_lite.encoders import Encoder, default_model_path
 from gloss_lite.evaluate import classification_metrics, lpa_predict
@@ -15,7 +15,10 @@ from gloss_lite.graph import gaussian_affinity, transition_matrix
 from gloss_lite.lpa import propagate
 from gloss_lite.masking import split_mask
 from gloss_lite.sigma import sigma_dicm, sigma_sqrt
-from gloss_lite.train import LOSSES, CheckpointError, TrainConfig, TrainingDivergedError, fit, tune
+from gloss_lite.training import LOSSES, CheckpointError, TrainConfig, TrainingDivergedError, fit, tune
+from gloss_lite.training import checkpoint as checkpoint_module
+from gloss_lite.training import config as config_module
+from gloss_lite.training import loop as train_module
 
 TOKENIZER = AutoTokenizer.from_pretrained(default_model_path())
 
@@ -226,7 +229,7 @@ def test_an_unwritable_checkpoint_dir_is_found_by_writing_a_test_file(splits, tm
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(train_module.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(checkpoint_module.tempfile, "NamedTemporaryFile", refuse)
     with pytest.raises(ValueError, match=r"is not writable \(PermissionError: Permission denied\); choose a folder"):
         fit(train, val, quick(checkpoint_dir=str(tmp_path / "ckpt")))
 
@@ -321,7 +324,7 @@ def test_checkpoints_hold_only_tensors_and_plain_values(checkpoint):
     path, _ = checkpoint
     state = torch.load(path, weights_only=True)
     assert state["history"][0]["epoch"] == 1 and len(state["data"]["train"]) == 64
-    assert state["checksum"] == train_module._checksum(state)
+    assert state["checksum"] == checkpoint_module._checksum(state)
 
 
 def test_a_checkpoint_is_loaded_without_running_code_from_it(splits, tmp_path):
@@ -362,7 +365,7 @@ def test_changed_tensor_bytes_are_found_by_the_checksum(checkpoint, splits, tmp_
 def test_a_checkpoint_with_non_finite_parameters_is_refused(checkpoint, splits, tmp_path):
     state = torch.load(checkpoint[0], weights_only=True)
     next(iter(state["encoder"].values()))[0] = float("nan")
-    state["checksum"] = train_module._checksum(state)
+    state["checksum"] = checkpoint_module._checksum(state)
     path = tmp_path / "nan.pt"
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"holds NaN or infinite parameters"):
@@ -435,7 +438,7 @@ def test_authors_preset_holds_their_settings_and_every_field_stays_overridable()
     assert TrainConfig.authors("scl+ce").lam == 0.9  # their SCL weight
     assert TrainConfig.authors("ce").divide_by_hidden is False
     assert TrainConfig.authors(batch_size=32, lam=0.5).batch_size == 32
-    assert train_module.AUTHORS_MODEL == "bert-base-uncased"
+    assert config_module.AUTHORS_MODEL == "bert-base-uncased"
     config.validate(8)
 
 
@@ -562,7 +565,7 @@ def test_authors_sigma_variant_and_fallback(splits, monkeypatch):
     result = fit(train, val, quick(loss="gloss", sigma="sqrt", sigma_variant="authors", lpa_eval=False),
                  encoder=encoder)
     assert result.sigma == pytest.approx(sigma_sqrt(initial, include_diagonal=True), rel=1e-5)
-    monkeypatch.setattr(train_module, "sigma_sqrt", lambda *a, **k: 0.001)
+    monkeypatch.setattr(gloss_lite.sigma, "sigma_sqrt", lambda *a, **k: 0.001)
     result = fit(train, val, quick(loss="gloss", sigma="sqrt", sigma_fallback=0.7, lpa_eval=False),
                  encoder=tiny_encoder())
     assert result.sigma == 0.7
@@ -571,13 +574,13 @@ def test_authors_sigma_variant_and_fallback(splits, monkeypatch):
 def test_tune_accepts_the_authors_search_space(splits):
     train, val = splits
     best, study = tune(train, val, quick(loss="gloss+ce"), n_trials=2, make_encoder=tiny_encoder,
-                       search_space=train_module.AUTHORS_SEARCH_SPACE, sampler_seed=42)
+                       search_space=config_module.AUTHORS_SEARCH_SPACE, sampler_seed=42)
     for trial in study.trials:
-        assert trial.params["lr"] in train_module.AUTHORS_SEARCH_SPACE["lr"]
+        assert trial.params["lr"] in config_module.AUTHORS_SEARCH_SPACE["lr"]
         assert 0.1 <= trial.params["sigma"] <= 10.0
         assert round(trial.params["lam"], 6) in {0.5, 0.6, 0.7, 0.8, 0.9}
         assert round(trial.params["gamma"], 6) in {0.5, 0.6, 0.7, 0.8, 0.9}
-    assert train_module.AUTHORS_TUNING == {"n_trials": 15, "search_space": train_module.AUTHORS_SEARCH_SPACE,
+    assert config_module.AUTHORS_TUNING == {"n_trials": 15, "search_space": config_module.AUTHORS_SEARCH_SPACE,
                                            "sampler_seed": 42}
 
 

@@ -1,6 +1,6 @@
 """The course as a website: Sphinx pages from the notebooks that ``make course`` executed.
 
-    python -m gloss_lite.site [--notebooks outputs/course] [--output outputs/site] [--strict]
+    python -m gloss_lite.course.site [--notebooks outputs/course] [--output outputs/site] [--strict]
 
 ``make site`` calls this. Nothing is executed again: the pages show the executed copies in
 ``outputs/course/`` with their outputs (figures, tables), and the command stops with "run
@@ -17,7 +17,7 @@ it never writes into ``notebooks/`` or ``site/``. The generated pages:
 
 The Colab badge under every notebook's title loads its image from Google; the staged copy shows a
 local image instead (``site/_static/colab-badge.svg``) and links to the same notebook
-(``gloss_lite.classroom.colab_url``). The theme (sphinx-book-theme) and MathJax 3
+(``gloss_lite.course.classroom.colab_url``). The theme (sphinx-book-theme) and MathJax 3
 (sphinx-mathjax-offline) ship with their pip packages, so the build and the pages need no network.
 """
 
@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 from .classroom import BADGE_IMAGE, BADGE_PATTERN, colab_url, repository_url
-from .course import ROOT, notebook_paths
 from .records import MIME_TYPE as RECORD_MIME_TYPE
+from .run import ROOT, notebook_paths
 
 SITE_SOURCES = ROOT / "site"
 README = ROOT / "README.md"
@@ -104,17 +104,20 @@ def executed_notebooks(folder: Path, sources: list[Path] | None = None) -> list[
 
 
 def public_modules(package: str = "gloss_lite") -> list[str]:
-    """The public modules of ``package`` (names without a leading underscore), sorted.
+    """The public modules of ``package`` and of its subpackages (names without a leading underscore), sorted.
 
     Found in the package's folder, so a new module gets its API page without edits here. A
-    folder without an ``__init__.py`` (the installed dataset, ``course_data``) is data, not a module.
+    subpackage is listed by its modules; a folder without an ``__init__.py`` (the installed
+    dataset, ``course_data``) is data, not a module.
     """
     spec = importlib.util.find_spec(package)
     names = []
     for info in pkgutil.iter_modules(spec.submodule_search_locations):
         if info.name.startswith("_"):
             continue
-        if info.ispkg and not (Path(info.module_finder.path) / info.name / "__init__.py").is_file():
+        if info.ispkg:
+            if (Path(info.module_finder.path) / info.name / "__init__.py").is_file():
+                names.extend(public_modules(f"{package}.{info.name}"))
             continue
         names.append(f"{package}.{info.name}")
     return sorted(names)
@@ -165,10 +168,10 @@ def results_page(results_dir: Path, files_folder: str = "_results") -> tuple[str
     tables = sorted(results_dir.glob("*.csv")) if results_dir.is_dir() else []
     page = ["# Reproduction results\n"]
     if not summaries:
-        page.append("No results yet. `python -m gloss_lite.reproduce` runs the paper's comparison and writes "
+        page.append("No results yet. `python -m gloss_lite.reproduction` runs the paper's comparison and writes "
                     "its results and a summary to `results/` (see the README, *Reproducing the paper*).\n")
         return "\n".join(page), []
-    page.append("The comparison of `python -m gloss_lite.reproduce`, as committed in `results/`: the "
+    page.append("The comparison of `python -m gloss_lite.reproduction`, as committed in `results/`: the "
                 "summary of each results file (test scores over seeds, and each method against CE of its "
                 "recipe, paired by seed, with a verdict per claim of the paper). Notebook 07 reads the same "
                 "files.\n")
@@ -241,7 +244,7 @@ def staged_notebook(notebook: dict, repository: str, name: str) -> dict:
 
     The Colab badge gets a local image and keeps its link; display math becomes a block of its
     own (``display_math_as_blocks``); the numbers a notebook records for its tests
-    (``gloss_lite.records``) keep only their text, which is what Jupyter shows of them too.
+    (``gloss_lite.course.records``) keep only their text, which is what Jupyter shows of them too.
     """
     copy = json.loads(json.dumps(notebook))
     badge = f"[![Open In Colab](../{LOCAL_BADGE})]({colab_url(repository, f'notebooks/{name}')})"
@@ -289,7 +292,7 @@ def stage(notebooks: list[Path], build_dir: Path, *, sources: Path = SITE_SOURCE
         shutil.rmtree(build_dir)
     source = build_dir / "source"
     shutil.copytree(sources, source, ignore=shutil.ignore_patterns("__pycache__", "_build"))
-    (build_dir / BUILD_MARKER).write_text("written by python -m gloss_lite.site\n", encoding="utf-8")
+    (build_dir / BUILD_MARKER).write_text("written by python -m gloss_lite.course.site\n", encoding="utf-8")
     repository = repository_url(readme)
     readme_text = Path(readme).read_text(encoding="utf-8")
     generated = {
@@ -334,7 +337,7 @@ def build_site(notebooks_dir: Path = DEFAULT_NOTEBOOKS, output: Path = DEFAULT_O
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", "-d", str(build_dir / "doctrees")]
     if strict:
         command += ["-W", "--keep-going"]
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command + [str(source), str(output)], env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -345,7 +348,7 @@ def build_site(notebooks_dir: Path = DEFAULT_NOTEBOOKS, output: Path = DEFAULT_O
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gloss_lite.site", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gloss_lite.course.site", description=__doc__.splitlines()[0])
     parser.add_argument("--notebooks", type=Path, default=DEFAULT_NOTEBOOKS,
                         help="folder of the executed notebooks (default: outputs/course, written by `make course`)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,

@@ -4,7 +4,7 @@ Taught in ``notebooks/08_the_graph_beyond_one_batch.ipynb``.
 
 ``GLossTrainer(model=..., args=..., train_dataset=...)`` trains on
 ``(1 - lam) * CE(logits, y) + lam * G-Loss(E, y)``, with the names and defaults of
-``gloss_lite.integration_terms``. CE is computed on the model's logits, G-Loss on ``E``, the
+``gloss_lite.integrations.terms``. CE is computed on the model's logits, G-Loss on ``E``, the
 attention-mask mean of a last hidden state (``gloss_lite.encoders.mean_pool``):
 
 - an **encoder** (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, ModernBERT): the last layer's
@@ -46,8 +46,10 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from .encoders import mean_pool
-from .integration_terms import (
+from ..encoders import mean_pool
+from ..losses import mix_losses
+from ..training.sampling import ClassBalancedBatchSampler
+from .terms import (
     DEFAULT_GAMMA,
     DEFAULT_LAM,
     DEFAULT_SIGMA,
@@ -60,8 +62,6 @@ from .integration_terms import (
     labels_tensor,
     make_gloss,
 )
-from .losses import mix_losses
-from .sampling import ClassBalancedBatchSampler
 
 __all__ = ["GLossTrainer", "pooled_embeddings"]
 

@@ -9,7 +9,7 @@ parameters each notebook declares in its metadata::
         "checks": {"frozen_lr_accuracy": {"min": 0.8}, "affinity_asymmetry": {"max": 1e-6}}
     }}
 
-Each check names a value the notebook stores with ``gloss_lite.records.record`` and bounds it
+Each check names a value the notebook stores with ``gloss_lite.course.records.record`` and bounds it
 (``min``, ``max``, or ``equals``).
 
 What the runner refuses, before it runs anything (``CourseError``, a ``ValueError``):
@@ -42,7 +42,7 @@ import papermill
 
 from .records import read_records
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 # The inline backend records figures as PNG outputs; Agg (a common MPLBACKEND) would record none.
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"

@@ -10,7 +10,7 @@ hold the solutions between two marker lines, in the style of nbgrader and otter-
 
 ``make_student_copies`` writes a copy of every notebook in which each such block is replaced by
 a stub, indented like the block, that raises ``NotImplementedError`` with the exercise's hint
-(from ``gloss_lite.exercises``, matched by the name of the enclosing function), between the lines
+(from ``gloss_lite.course.exercises``, matched by the name of the enclosing function), between the lines
 ``### YOUR CODE BELOW`` and ``### YOUR CODE ABOVE``. A line that is almost a marker
 (``## BEGIN SOLUTION``) is an error, not a solution shipped. Markdown cells tagged
 ``model-answers`` (the answers to the questions to explore) are dropped, outputs are cleared and
@@ -22,7 +22,7 @@ and never replaces or deletes a file it did not write.
 in the form JupyterLab 4.6 saves (``notebook_text``), so opening one there and saving it changes
 nothing; the course's notebooks are committed in that form too (``tests/test_notebook_format.py``).
 
-**Grading.** ``python -m gloss_lite.classroom grade`` is ``gloss_lite.grading``: it finds each
+**Grading.** ``python -m gloss_lite.course.classroom grade`` is ``gloss_lite.course.grading``: it finds each
 exercise by the ids in the cells' metadata (``{"gloss_lite": {"exercise": "01.2", "role":
 "solution"}}`` or ``"check"``).
 
@@ -33,10 +33,10 @@ the notebook imports it, and says what to do when the tag is missing; does nothi
 under every notebook's title, and the badges in the README. ``colab_problems`` lists what is out of
 step (the tests call it). ``release`` checks the cells and makes the tag they install from.
 
-    python -m gloss_lite.classroom student [--output student]   # the student copies
-    python -m gloss_lite.classroom colab [--check]              # write (or check) badges and set-up cells
-    python -m gloss_lite.classroom release                      # check the cells, tag v<version> for them
-    python -m gloss_lite.classroom grade SUBMISSION... --output grades --seed N   # grade submissions
+    python -m gloss_lite.course.classroom student [--output student]   # the student copies
+    python -m gloss_lite.course.classroom colab [--check]              # write (or check) badges and set-up cells
+    python -m gloss_lite.course.classroom release                      # check the cells, tag v<version> for them
+    python -m gloss_lite.course.classroom grade SUBMISSION... --output grades --seed N   # grade submissions
 """
 
 from __future__ import annotations
@@ -49,15 +49,25 @@ import re
 import sys
 from pathlib import Path
 
-from . import __version__
-from .course import NOTEBOOK_DIR, ROOT, notebook_paths
+from .. import __version__
+from .notebooks import (
+    BEGIN,
+    END,
+    STUDENT_BEGIN,
+    STUDENT_END,
+    cell_source,
+    exercise_role,
+    frame_digest,
+    is_model_answer,
+    notebook_text,
+    read_notebook,
+    source_lines,
+    write_notebook,
+)
+from .run import NOTEBOOK_DIR, ROOT, notebook_paths
 
 README = ROOT / "README.md"
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 NEAR_MISS_PATTERN = re.compile(r"#+\s*(begin|end)[\s_-]*solution\b", re.I)
-STUDENT_BEGIN, STUDENT_END = "### YOUR CODE BELOW", "### YOUR CODE ABOVE"
-MODEL_ANSWER_TAG = "model-answers"
-ROLES = ("solution", "check")
 MANIFEST = ".gloss-lite-student-copies.json"
 STUDENT_DIR = ROOT / "student"
 SETUP_CELL_ID = "colab-setup"
@@ -66,79 +76,6 @@ BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_PATTERN = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*\)")
 COLAB_LINK_PATTERN = re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/main/")
 REPOSITORY_PATTERN = re.compile(r"^\[repository\]:\s*(https://github\.com/([^/\s]+)/([^/\s]+?))/?\s*$", re.M)
-
-
-# ---------------------------------------------------------------------------------------------
-# Notebook files
-# ---------------------------------------------------------------------------------------------
-
-def read_notebook(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-# What JupyterLab 4.6 writes into a notebook's metadata when it saves it with the course's kernel
-# (the ipykernel "python3" kernel of the course's environment, Python 3.11 as in environment.yml).
-# ``version`` is the kernel's Python: a notebook saved under another Python (Colab's, say) changes
-# that one line, and only that one.
-KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-LANGUAGE_INFO = {
-    "codemirror_mode": {"name": "ipython", "version": 3},
-    "file_extension": ".py",
-    "mimetype": "text/x-python",
-    "name": "python",
-    "nbconvert_exporter": "python",
-    "pygments_lexer": "ipython3",
-    "version": "3.11.7",
-}
-
-
-def _as_javascript_numbers(value):
-    """``value`` with every integral float (``1.0``) as an int, as a JavaScript frontend sends it back."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _as_javascript_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_as_javascript_numbers(item) for item in value]
-    return value
-
-
-def notebook_text(notebook: dict) -> str:
-    """The text of ``notebook`` exactly as JupyterLab 4.6 saves it, so that opening and saving it there
-    changes nothing.
-
-    JupyterLab's frontend sends the notebook to the Jupyter server as JSON, so an integral float
-    (``1.0``) arrives as ``1``; it sets the metadata's ``kernelspec`` and ``language_info`` from the
-    kernel (``KERNELSPEC``, ``LANGUAGE_INFO``); the server writes it with ``nbformat.writes`` (keys
-    sorted, one-space indent, multi-line strings as lists of lines, UTF-8 unescaped) and a final
-    newline. This function does the same.
-    """
-    import nbformat
-
-    if not isinstance(notebook, dict) or notebook.get("nbformat") != 4 or not isinstance(notebook.get("cells"), list):
-        raise ValueError("not an nbformat 4 notebook (a dict with 'nbformat': 4 and a list of 'cells'); "
-                         "read it with read_notebook or build it with nbformat.v4.new_notebook()")
-    data = _as_javascript_numbers(notebook)  # a copy: the dicts and lists are new
-    data["metadata"] = {**data.get("metadata", {}), "kernelspec": _as_javascript_numbers(KERNELSPEC),
-                        "language_info": _as_javascript_numbers(LANGUAGE_INFO)}
-    try:
-        return nbformat.writes(nbformat.from_dict(data), version=nbformat.NO_CONVERT) + "\n"
-    except (AttributeError, KeyError) as error:  # a cell without a field nbformat needs ("outputs", ...)
-        raise ValueError(f"not an nbformat 4 notebook: a cell lacks the field {error.args[0]!r}") from None
-
-
-def write_notebook(notebook: dict, path: Path) -> None:
-    """Write ``notebook`` to ``path`` in the form JupyterLab 4.6 saves (``notebook_text``)."""
-    Path(path).write_text(notebook_text(notebook), encoding="utf-8")
-
-
-def source_lines(text: str) -> list[str]:
-    lines = text.split("\n")
-    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
-
-
-def cell_source(cell: dict) -> str:
-    return "".join(cell["source"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,46 +150,6 @@ def strip_solutions(source: str, *, where: str = "cell") -> str:
 
 def has_solutions(source: str) -> bool:
     return any(line.strip() == BEGIN for line in source.split("\n"))
-
-
-def solution_frame(source: str) -> str | None:
-    """A student cell without what lies between its ``STUDENT_BEGIN`` and ``STUDENT_END`` lines (the
-    lines the student may not change), or None when the two lines are missing or out of order."""
-    kept, inside, blocks = [], False, 0
-    for line in source.split("\n"):
-        marker = line.strip()
-        if marker == STUDENT_BEGIN:
-            if inside:
-                return None
-            inside, blocks = True, blocks + 1
-            kept.append(line.rstrip())
-        elif marker == STUDENT_END:
-            if not inside:
-                return None
-            inside = False
-            kept.append(line.rstrip())
-        elif not inside:
-            kept.append(line.rstrip())
-    if inside or not blocks:
-        return None
-    return "\n".join(kept).strip("\n")
-
-
-def frame_digest(source: str) -> str | None:
-    frame = solution_frame(source)
-    return None if frame is None else hashlib.sha256(frame.encode("utf-8")).hexdigest()[:16]
-
-
-def exercise_role(cell: dict) -> tuple[str, str] | None:
-    """``(exercise id, "solution" | "check")`` from a cell's metadata, or None."""
-    meta = cell.get("metadata", {}).get("gloss_lite", {})
-    if isinstance(meta, dict) and isinstance(meta.get("exercise"), str) and meta.get("role") in ROLES:
-        return meta["exercise"], meta["role"]
-    return None
-
-
-def is_model_answer(cell: dict) -> bool:
-    return MODEL_ANSWER_TAG in cell.get("metadata", {}).get("tags", [])
 
 
 def student_notebook(notebook: dict, *, name: str = "notebook") -> dict:
@@ -352,7 +249,7 @@ def write_student_copies(output: Path = STUDENT_DIR,
         target.write_bytes(data)
         written.append(target)
     (output / MANIFEST).write_text(json.dumps(
-        {"written by": "python -m gloss_lite.classroom student",
+        {"written by": "python -m gloss_lite.course.classroom student",
          "files": {name: _digest(data) for name, data in copies.items()}}, indent=1) + "\n", encoding="utf-8")
     return written, removed
 
@@ -422,7 +319,7 @@ if "google.colab" in sys.modules:
     if subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SOURCE]).returncode != 0:
         raise RuntimeError(
             f"Installing {{SOURCE}} failed. If the tag {{TAG}} does not exist yet in {repository}, the course "
-            "has not been released: the instructor runs `python -m gloss_lite.classroom release` and pushes "
+            "has not been released: the instructor runs `python -m gloss_lite.course.classroom release` and pushes "
             f"the tag (git push origin {{TAG}}). Until then, set TAG = 'main' above and run this cell again."
         )
     importlib.invalidate_caches()  # importable at once, without restarting the runtime"""
@@ -492,7 +389,7 @@ def release(root: Path = ROOT, version: str = __version__) -> str:
     """Make the tag the set-up cells install from, after checking that the cells are in step.
 
     Refuses (``ValueError``) when a set-up cell or badge is out of step (run
-    ``python -m gloss_lite.classroom colab`` and commit), when the working tree has uncommitted
+    ``python -m gloss_lite.course.classroom colab`` and commit), when the working tree has uncommitted
     changes, or when the tag exists already. Creates the annotated tag ``v<version>`` on ``HEAD``
     and returns it; publishing it (``git push origin v<version>``) is left to the caller.
     """
@@ -504,8 +401,8 @@ def release(root: Path = ROOT, version: str = __version__) -> str:
     notebooks = sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     problems = colab_problems(Path(root) / "README.md", notebooks)
     if problems:
-        raise ValueError("the Colab set-up cells are out of step; run `python -m gloss_lite.classroom colab` and "
-                         "commit: " + "; ".join(problems))
+        raise ValueError("the Colab set-up cells are out of step; run `python -m gloss_lite.course.classroom colab` "
+                         "and commit: " + "; ".join(problems))
     if git("status", "--porcelain").stdout.strip():
         raise ValueError("the working tree has uncommitted changes; commit them first, so the tag holds them")
     tag = release_tag(version)
@@ -518,7 +415,7 @@ def release(root: Path = ROOT, version: str = __version__) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gloss_lite.classroom", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gloss_lite.course.classroom", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     student = commands.add_parser("student", help="write the student copies of the notebooks")
     student.add_argument("--output", type=Path, default=STUDENT_DIR, help="folder for the copies (default: student/)")

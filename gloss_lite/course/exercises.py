@@ -3,7 +3,7 @@
 Each exercise asks the student to write one piece of the method as a function. ``check(id, fn)``
 runs ``fn`` and the package's reference on fresh random inputs and compares them:
 
-    >>> from gloss_lite.exercises import check
+    >>> from gloss_lite.course.exercises import check
     >>> check("01.2", gaussian_kernel)         # doctest: +SKIP
     Exercise 01.2 (the Gaussian kernel) passed on 5 random inputs.
 
@@ -17,7 +17,7 @@ A solution may not call the package's implementation of what it is asked to writ
 exercise lists those names (``Exercise.forbidden``), and ``check`` refuses a function that uses
 one, under any alias (``reference_uses`` reads the names its code refers to). ``EXERCISES``
 lists every exercise by id (``"NN.k"``: notebook ``NN``, exercise ``k``) with its points;
-``gloss_lite.grading`` grades whole submissions with the same checks.
+``gloss_lite.course.grading`` grades whole submissions with the same checks.
 
 The references are the package's own functions wherever the package has one; the few that it
 has no function for (one LPA iteration, a training step) are written out here.
@@ -39,15 +39,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .encoders import mean_pool
-from .evaluate import lpa_predict
-from .graph import gaussian_affinity, squared_distances, transition_matrix
-from .losses import SupConLoss, TripletLoss, g_loss, mix_losses
-from .lpa import propagate
-from .masking import split_mask
-from .reproduce import paired_interval, verdict
-from .sigma import sigma_dicm, sigma_sqrt
-from .train import gradient_share
+from ..baselines import SupConLoss, TripletLoss
+from ..encoders import mean_pool
+from ..evaluate import lpa_predict
+from ..graph import gaussian_affinity, squared_distances, transition_matrix
+from ..losses import g_loss, mix_losses
+from ..lpa import propagate
+from ..masking import split_mask
+from ..reproduction.run import paired_interval, verdict
+from ..sigma import sigma_dicm, sigma_sqrt
+from ..training import gradient_share
 
 DEFAULT_TIMEOUT = 60.0  # seconds a student's function may take for one whole check
 

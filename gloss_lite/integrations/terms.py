@@ -32,10 +32,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from . import distributed as collectives
-from .losses import GLoss, g_loss
-from .masking import split_mask
-from .sigma import sigma_dicm, sigma_sqrt
+from .. import collectives
+from ..losses import GLoss, g_loss
+from ..masking import split_mask
+from ..sigma import SIGMA_RULES, check_sigma_setting
+from ..sigma import estimate as estimate_by_rule
 
 __all__ = ["CITATION", "DEFAULT_GAMMA", "DEFAULT_LAM", "DEFAULT_SIGMA", "SIGMA_RULES", "UnmaskableBatchWarning",
            "can_mask"]
@@ -43,7 +44,6 @@ __all__ = ["CITATION", "DEFAULT_GAMMA", "DEFAULT_LAM", "DEFAULT_SIGMA", "SIGMA_R
 DEFAULT_LAM = 0.5
 DEFAULT_SIGMA = "sqrt"
 DEFAULT_GAMMA = 0.7
-SIGMA_RULES = ("sqrt", "dicm")
 CITATION = """
 @inproceedings{sharma2025gloss,
     title = {G-Loss: Graph-Guided Fine-Tuning of Language Models},
@@ -71,13 +71,8 @@ def check_lam(lam) -> float:
 
 def check_sigma(sigma) -> float | None:
     """None for a rule ("sqrt", "dicm") still to be estimated, else the number as a float."""
-    if isinstance(sigma, str):
-        if sigma not in SIGMA_RULES:
-            raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
-        return None
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
-    return float(sigma)
+    check_sigma_setting(sigma)
+    return None if isinstance(sigma, str) else float(sigma)
 
 
 def check_num_labels(num_labels) -> int:
@@ -105,8 +100,7 @@ def labels_tensor(labels) -> torch.Tensor:
 
 def estimate_sigma(rule: str, embeddings: torch.Tensor, labels: torch.Tensor) -> float:
     """The rule applied to detached embeddings; under several processes, rank 0's value on every rank."""
-    embeddings = embeddings.detach().float()
-    value = sigma_sqrt(embeddings) if rule == "sqrt" else sigma_dicm(embeddings, labels.cpu())
+    value = estimate_by_rule(rule, embeddings.detach().float(), labels.cpu())
     return float(collectives.broadcast_object(value))
 
 

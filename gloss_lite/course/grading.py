@@ -1,6 +1,6 @@
 """Grade submitted notebooks: every exercise on its own, each submission in a process of its own.
 
-    python -m gloss_lite.classroom grade SUBMISSION... --output grades --seed 20251 [--exercises 01.1,01.2]
+    python -m gloss_lite.course.classroom grade SUBMISSION... --output grades --seed 20251 [--exercises 01.1,01.2]
 
 A submission is a student copy of a course notebook (or a folder of them). The student is the
 file name's stem, or the ``STUDENT_ID`` the notebook's parameters cell sets, or, for a file named
@@ -12,11 +12,11 @@ position, so a moved cell is found and a deleted, duplicated or edited one gets 
 own: "solution cell missing", "check cell missing", "solution cell edited outside its markers"
 (anything but the lines between ``### YOUR CODE BELOW`` and ``### YOUR CODE ABOVE`` changed), or
 "uses the reference implementation" (the solution's syntax tree names one of the exercise's
-forbidden functions, under any alias or ``import ... as``; ``gloss_lite.exercises.check`` refuses
+forbidden functions, under any alias or ``import ... as``; ``gloss_lite.course.exercises.check`` refuses
 it at run time too). Of duplicated solution cells the last is graded, as a rerun notebook would
 hold it. The notebook's top-level ``import`` lines run first, then every solution cell in the
 notebook's order (a later solution may call an earlier one, as in the notebook; a cell that fails
-fails its own exercise only), and each exercise is checked with ``gloss_lite.exercises.check``
+fails its own exercise only), and each exercise is checked with ``gloss_lite.course.exercises.check``
 on inputs drawn from the teacher's ``--seed`` (not the fresh random inputs a student sees), so a
 grade is reproducible and cannot be tuned to. An exercise with parts earns partial points (``Exercise.parts``).
 
@@ -31,7 +31,7 @@ you can (an absolute path reaches anything), can open network connections and ca
 processes. Grade untrusted code in a container, for example::
 
     docker run --rm --network none --memory 4g -v "$PWD/submissions:/in:ro" -v "$PWD/grades:/out" \\
-        gloss-course python -m gloss_lite.classroom grade /in --output /out --seed 20251
+        gloss-course python -m gloss_lite.course.classroom grade /in --output /out --seed 20251
 
 **Output.** ``DIR/grades.csv`` (one row per student: ``student``, one column per exercise id with
 its points, ``total``) and ``DIR/feedback/<student>.md`` (per exercise: passed or not, the message
@@ -59,7 +59,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .classroom import exercise_role, frame_digest
+from .notebooks import exercise_role, frame_digest
 
 MANIFEST = ".gloss-lite-grades.json"
 DEFAULT_EXERCISE_TIMEOUT = 60.0
@@ -374,7 +374,7 @@ def grade_notebook(path: Path, *, seed: int, exercise_ids: list[str] | None = No
         job = {"nonce": nonce, "seed": seed, "timeout": exercise_timeout, "imports": _imports(notebook),
                "definitions": definitions(notebook),
                "exercises": [{"exercise": item["exercise"]} for item in to_run]}
-        package_parent = str(Path(__file__).resolve().parents[1])
+        package_parent = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent,
                                                                           os.environ.get("PYTHONPATH")]))}
         env.setdefault("MPLBACKEND", "Agg")
@@ -383,7 +383,7 @@ def grade_notebook(path: Path, *, seed: int, exercise_ids: list[str] | None = No
             folder.mkdir()
             shutil.copy(path, folder / path.name)
             try:
-                finished = subprocess.run([sys.executable, "-m", "gloss_lite.grading", "--worker"], cwd=folder,
+                finished = subprocess.run([sys.executable, "-m", "gloss_lite.course.grading", "--worker"], cwd=folder,
                                           input=json.dumps(job), capture_output=True, text=True, env=env,
                                           timeout=notebook_timeout, preexec_fn=_limit_memory(memory_mb))
                 out, stopped = finished.stdout, (None if finished.returncode == 0 else
@@ -419,7 +419,7 @@ def _safe_name(student: str) -> str:
 
 def _prepare_output(output: Path, submissions: list[Path]) -> list[str]:
     """Check that ``output`` is the grader's to write; returns the files it wrote there before."""
-    from .course import NOTEBOOK_DIR
+    from .run import NOTEBOOK_DIR
 
     resolved = output.resolve()
     if resolved == NOTEBOOK_DIR.resolve() or any(p.resolve().parent == resolved for p in submissions):
@@ -499,7 +499,7 @@ def grade(submissions: list[Path], output: Path, *, seed: int, exercise_ids: lis
         name = f"feedback/{_safe_name(student)}.md"
         (output / name).write_text(feedback_text(student, graded), encoding="utf-8")
         written.append(name)
-    (output / MANIFEST).write_text(json.dumps({"written by": "python -m gloss_lite.classroom grade",
+    (output / MANIFEST).write_text(json.dumps({"written by": "python -m gloss_lite.course.classroom grade",
                                                "files": written}, indent=1) + "\n", encoding="utf-8")
     totals = [sum(g.points for g in gs) for gs in by_student.values()]
     log(f"\n{len(by_student)} students graded into {output / 'grades.csv'}"
@@ -550,6 +550,6 @@ def run_from_arguments(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--worker"]:
         sys.exit(_worker())
-    parser = argparse.ArgumentParser(prog="python -m gloss_lite.grading", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gloss_lite.course.grading", description=__doc__.splitlines()[0])
     add_arguments(parser)
     sys.exit(run_from_arguments(parser.parse_args()))

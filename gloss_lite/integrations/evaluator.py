@@ -8,7 +8,7 @@ Taught in ``notebooks/08_the_graph_beyond_one_batch.ipynb``.
 (``gloss_lite.evaluate``):
 
 - **the head** (``head_accuracy``, ``head_macro_f1``): ``argmax (A e_q + b)``, the CE head a
-  ``GLossLoss`` with ``lam < 1`` trained (``gloss_lite.gloss_head.GLossHead``); skipped when the
+  ``GLossLoss`` with ``lam < 1`` trained (``gloss_lite.integrations.head.GLossHead``); skipped when the
   model has none;
 - **label propagation** (``lpa_accuracy``, ``lpa_macro_f1``), given a labelled reference set:
   one graph of reference and evaluation texts, the reference labels visible, propagated to the
@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from sentence_transformers.base.evaluation import SentenceEvaluator
 
-from .evaluate import classification_metrics, lpa_predict
-from .gloss_head import GLossHead
-from .graph import SCHEMES, check_sigma
+from ..evaluate import classification_metrics, lpa_predict
+from ..graph import SCHEMES, check_sigma
+from .head import GLossHead
 
 __all__ = ["GLossEvaluator"]
 
@@ -102,7 +102,8 @@ class GLossEvaluator(SentenceEvaluator):
         if has_head:
             with torch.no_grad():
                 predicted = head.logits(embeddings).argmax(dim=1)
-            metrics.update({f"head_{key}": value for key, value in classification_metrics(self.labels, predicted).items()})
+            scores = classification_metrics(self.labels, predicted)
+            metrics.update({f"head_{key}": value for key, value in scores.items()})
         if self.reference is not None:
             metrics.update({f"lpa_{key}": value for key, value in self._lpa(model, head, embeddings).items()})
         metrics = self.prefix_name_to_metrics(metrics, self.name)

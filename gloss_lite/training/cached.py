@@ -49,7 +49,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .encoders import Encoder
+from ..encoders import Encoder
 
 
 class RandomState:
@@ -131,7 +131,7 @@ def cached_backward(
         passes: 2 embeds the texts twice (each pass its own dropout, as two encoder calls would)
             and calls ``loss_of_embeddings(E_1, E_2)``.
         autocast: run the encoder under bfloat16 autocast on its device (CUDA), its output cast
-            to float32, as ``gloss_lite.train.fit`` does with ``amp``; otherwise the embeddings
+            to float32, as ``gloss_lite.training.fit`` does with ``amp``; otherwise the embeddings
             keep the encoder's dtype.
 
     Returns:

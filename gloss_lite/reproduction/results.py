@@ -6,9 +6,9 @@ and epoch, with the columns
     dataset, loss, seed, epoch, val_accuracy                                (required)
     recipe, val_macro_f1, test_accuracy, test_macro_f1, seconds, device, torch   (optional)
 
-``recipe`` is ``"course"`` or ``"authors"`` (``gloss_lite.reproduce``; a file without it holds
+``recipe`` is ``"course"`` or ``"authors"`` (``gloss_lite.reproduction``; a file without it holds
 course runs); ``device`` names the GPU or CPU (older files call it ``gpu``). Other columns, such
-as those ``gloss_lite.reproduce`` adds, are kept.
+as those ``gloss_lite.reproduction`` adds, are kept.
 
 ``test_*`` are filled on a run's last epoch (earlier rows may leave them empty); ``seconds`` is
 the epoch's training time.

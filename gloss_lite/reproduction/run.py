@@ -14,8 +14,8 @@ run whose rows are in the file is skipped, and a killed run resumes from its che
 (validation macro-F1) and is scored on test twice: ``test_*`` for the restored model,
 ``test_*_last`` for the last epoch's (the authors' code reports the last).
 
-    python -m gloss_lite.reproduce --jobs 2                 # the CPU preset: MR and R8 subsets, 2 cores
-    python -m gloss_lite.reproduce --full --device cuda     # all five datasets, full splits, a GPU
+    python -m gloss_lite.reproduction --jobs 2                 # the CPU preset: MR and R8 subsets, 2 cores
+    python -m gloss_lite.reproduction --full --device cuda     # all five datasets, full splits, a GPU
 
 **Verdicts.** For each method against CE of the same recipe, over the seeds both finished:
 
@@ -49,10 +49,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..training import BEST_NAME, CHECKPOINT_NAME
 from .results import first_epoch_reaching
-from .train import BEST_NAME, CHECKPOINT_NAME
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN_KEY = ["dataset", "loss", "recipe", "seed"]
 RUN_COLUMNS = RUN_KEY + [
     "epoch", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "test_accuracy_last",
@@ -102,7 +102,7 @@ class Run:
 
 def parse_method(method: str) -> tuple[str, str]:
     """``"gloss+ce/authors"`` -> ``("gloss+ce", "authors")``; a bare loss means the course's recipe."""
-    from .train import LOSSES, RECIPES
+    from ..training import LOSSES, RECIPES
 
     loss, _, recipe = method.partition("/")
     recipe = recipe or "course"
@@ -113,7 +113,7 @@ def parse_method(method: str) -> tuple[str, str]:
 
 def make_config(run: Run, budget: dict, *, device: str, checkpoint_dir: Path | None):
     """The ``TrainConfig`` of ``run``: its recipe, the grid's budget, best-epoch restore, no LPA scoring."""
-    from .train import TrainConfig
+    from ..training import TrainConfig
 
     base = TrainConfig.authors(run.loss) if run.recipe == "authors" else TrainConfig(loss=run.loss, sigma="sqrt")
     return dataclasses.replace(
@@ -139,7 +139,7 @@ def device_name(device) -> str:
 
 def load_splits(dataset: str, sizes: dict, data_dir=None):
     """Train, val and test of ``dataset``, each a stratified subset of ``sizes[split]`` (None: all)."""
-    from .data import load_dataset
+    from ..data import load_dataset
 
     data = load_dataset(dataset, data_dir)
     return tuple(split.sample(sizes.get(name), seed=0) for name, split in zip(("train", "val", "test"), data))
@@ -149,9 +149,9 @@ def execute(run: Run, spec: dict) -> list[dict]:
     """Train and score one run; returns its rows (one per epoch). Runs in a worker process."""
     import torch
 
-    from .encoders import load_encoder
-    from .runtime import pick_device
-    from .train import fit
+    from ..encoders import load_encoder
+    from ..runtime import pick_device
+    from ..training import fit
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])

@@ -1,39 +1,11 @@
-"""G-Loss in other people's training loops: sentence-transformers and the Hugging Face Trainer.
+"""G-Loss as a sentence-transformers loss: ``GLossLoss``, and the helpers to train with it.
 
-Taught in ``notebooks/08_the_graph_beyond_one_batch.ipynb``.
-
-Both integrations train on the loss of the course, for a batch with embeddings ``E``, labels
-``y`` and a stratified mask of visible labels (``gloss_lite.masking.split_mask``):
-
-    loss = (1 - lam) * CE(head(E), y) + lam * G-Loss(E, y, mask; sigma)
-
-with the names and defaults of ``gloss_lite.integration_terms`` (``num_labels``, ``lam = 0.5``,
-``sigma = "sqrt"``, ``gamma = 0.7``, class-balanced batches off); ``lam`` lies in ``(0, 1]``.
-
-sentence-transformers::
-
-    model = load_sentence_transformer()                         # the offline MiniLM
-    loss = GLossLoss(model, num_labels=2)
-    args = SentenceTransformerTrainingArguments(output_dir)     # batch_sampler=balanced_batch_sampler: balanced
-    SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(
-        {"text": texts, "label": labels}), loss=loss).train()
-
-``GLossLoss`` returns one tensor, so the library's wrappers compose with it
-(``MatryoshkaLoss(model, GLossLoss(model, 2, lam=1.0), [384, 128])``); ``return_terms=True``
-returns ``{"gloss": lam * G, "ce": (1 - lam) * CE}`` instead, which ``SentenceTransformerTrainer``
-adds up and logs term by term. sigma and the CE head live in a ``GLossHead`` appended to the
-model (``gloss_lite.gloss_head``): they are saved with it and restored with every checkpoint.
-``gather_across_devices=True`` builds one graph of every process's batch
-(``gloss_lite.losses.GLoss(gather=True)``); ``mini_batch_size=m`` embeds the batch ``m`` texts
-at a time and caches the gradient of the embeddings (sentence-transformers' ``CachedLossMixin``,
-the pattern of ``gloss_lite.cached``), so the graph can be larger than memory allows.
-``GLossEvaluator`` (``gloss_lite.gloss_evaluator``) scores by the head and by propagation.
-
-Hugging Face ``Trainer``, for a sequence-classification model: ``GLossTrainer``
-(``gloss_lite.gloss_trainer``).
-
-``load_sentence_transformer(path)`` loads a ``SentenceTransformer`` from a ``pathlib.Path``
-too (sentence-transformers wants ``str(path)``), and a saved G-Loss model with its ``GLossHead``.
+Taught in ``notebooks/08_the_graph_beyond_one_batch.ipynb``; the package docstring
+(``gloss_lite.integrations``) gives the overview. ``GLossLoss`` returns one tensor (the library's
+wrappers compose with it) or, with ``return_terms=True``, its weighted terms; it keeps sigma and
+the CE head in a ``GLossHead`` appended to the model (``gloss_lite.integrations.head``).
+``gather_across_devices`` and ``mini_batch_size`` make the graph span every process, or exceed
+memory (sentence-transformers' ``CachedLossMixin``, the pattern of ``gloss_lite.training.cached``).
 """
 
 from __future__ import annotations
@@ -47,17 +19,17 @@ import torch
 from sentence_transformers.base.losses.gradcache import CachedLossMixin
 from torch import nn
 
-from .cached import check_chunk_size
-from .encoders import default_model_path
-from .gloss_evaluator import GLossEvaluator, gloss_head
-from .gloss_head import GLossHead
-from .gloss_trainer import GLossTrainer
-from .integration_terms import (
+from .. import collectives
+from ..encoders import default_model_path
+from ..training.cached import check_chunk_size
+from ..training.sampling import ClassBalancedBatchSampler
+from .evaluator import gloss_head
+from .head import GLossHead
+from .terms import (
     CITATION,
     DEFAULT_GAMMA,
     DEFAULT_LAM,
     DEFAULT_SIGMA,
-    UnmaskableBatchWarning,
     can_mask,
     check_lam,
     check_num_labels,
@@ -68,18 +40,8 @@ from .integration_terms import (
     make_gloss,
     weighted_terms,
 )
-from .sampling import ClassBalancedBatchSampler
 
-__all__ = [
-    "GLossEvaluator",
-    "GLossHead",
-    "GLossLoss",
-    "GLossTrainer",
-    "UnmaskableBatchWarning",
-    "balanced_batch_sampler",
-    "can_mask",
-    "load_sentence_transformer",
-]
+__all__ = ["GLossLoss", "balanced_batch_sampler", "load_sentence_transformer"]
 
 
 def _trusted_modules(folder: Path) -> bool:
@@ -141,7 +103,7 @@ def balanced_batch_sampler(dataset, batch_size: int, drop_last: bool = False, va
 
 
 def _attach_head(model, num_labels: int, classifier: bool, sigma: float | None, rule: str | None) -> GLossHead:
-    """The model's ``GLossHead``, appended when it has none (see ``gloss_lite.gloss_head``)."""
+    """The model's ``GLossHead``, appended when it has none (see ``gloss_lite.integrations.head``)."""
     head = gloss_head(model)
     if head is None:
         head = GLossHead(model.get_embedding_dimension(), num_labels, classifier=classifier, sigma=sigma,
@@ -251,8 +213,6 @@ class GLossLoss(CachedLossMixin, nn.Module):
         return weighted_terms(graph, logits, labels, self.lam)
 
     def _every_rank(self, local: torch.Tensor) -> torch.Tensor:
-        from . import distributed as collectives
-
         return collectives.gather_labels(local) if self.gloss.gather else local
 
     def _maskable(self, labels: torch.Tensor) -> bool:

@@ -218,5 +218,5 @@ def test_the_colab_cell_installs_the_released_tag_and_says_what_to_do_without_it
     missing = subprocess.run([str(python), "-c", as_colab, str(tmp_path / "missing.py")], cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0
-    assert "the instructor runs `python -m gloss_lite.classroom release`" in missing.stderr
+    assert "the instructor runs `python -m gloss_lite.course.classroom release`" in missing.stderr
     assert "set TAG = 'main'" in missing.stderr

@@ -219,8 +219,9 @@ def test_the_repository_course_is_in_step_with_its_readme():
         notebook = classroom.read_notebook(path)
         setup = classroom.cell_source(notebook["cells"][0])
         assert notebook["cells"][0]["cell_type"] == "code" and 'if "google.colab" in sys.modules:' in setup
-        install = [line.strip() for line in setup.splitlines() if "%pip install" in line]
-        assert install == [f'%pip install --quiet "gloss-lite @ git+{url}@v{gloss_lite.__version__}"'], install
+        extras = "[integrations]" if path.name.startswith("08_") else ""  # 08 imports sentence-transformers
+        assert f'    TAG = "v{gloss_lite.__version__}"' in setup.splitlines(), setup
+        assert f'    SOURCE = "gloss-lite{extras} @ git+{url}@" + TAG' in setup.splitlines(), setup
         assert "clone" not in setup and "chdir" not in setup and "notebooks" not in setup, \
             "the set-up cell must not bring the instructor notebooks along"
         assert classroom.colab_url(url, f"notebooks/{path.name}") in classroom.cell_source(notebook["cells"][1])
@@ -228,15 +229,15 @@ def test_the_repository_course_is_in_step_with_its_readme():
 
 def test_the_release_tag_is_the_package_version():
     assert classroom.release_tag() == f"v{gloss_lite.__version__}"
-    version = tomllib.loads((classroom.ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert version == gloss_lite.__version__
+    pyproject = tomllib.loads((classroom.ROOT / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"] and "version" not in pyproject["project"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "gloss_lite.__version__"}  # one source
 
 
 def test_the_setup_cell_does_nothing_outside_colab():
     setup = classroom.setup_source("https://github.com/owner/name")
-    code = setup.replace("    %pip install", "    pass  # %pip install")  # plain Python, as IPython would see it
     namespace = {}
-    exec(compile(code, "<setup>", "exec"), namespace)
+    exec(compile(setup, "<setup>", "exec"), namespace)  # plain Python: no magic, nothing run outside Colab
     assert set(namespace) <= {"__builtins__", "sys"}
 
 
@@ -263,7 +264,7 @@ def test_a_new_repository_url_is_reported_then_written_everywhere(tmp_path):
     assert "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/00_overview.ipynb" in \
         readme.read_text(encoding="utf-8")
     notebook = classroom.read_notebook(notebooks[0])
-    assert 'git+https://github.com/someone/fork@v' in classroom.cell_source(notebook["cells"][0])
+    assert 'git+https://github.com/someone/fork@" + TAG' in classroom.cell_source(notebook["cells"][0])
     assert sum(classroom.cell_source(c).startswith(classroom.SETUP_MARKER) for c in notebook["cells"]) == 1
     assert classroom.sync_colab(readme, notebooks) == [], "a second run changes nothing"
 

@@ -36,6 +36,7 @@ student: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(VENV)/bin/nbstripout --verify --keep-id notebooks/*.ipynb
 	$(PY) -m gloss_lite.course.classroom colab --check
 

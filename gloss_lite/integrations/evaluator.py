@@ -79,7 +79,7 @@ class GLossEvaluator(SentenceEvaluator):
         self.texts, self.labels = _texts_and_labels(texts, labels, "evaluation")
         if (reference_texts is None) != (reference_labels is None):
             raise ValueError("give both reference_texts and reference_labels, or neither")
-        self.reference = None
+        self.reference: tuple[list[str], torch.Tensor] | None = None
         if reference_texts is not None:
             self.reference = _texts_and_labels(reference_texts, reference_labels, "reference")
         if sigma is not None:
@@ -93,19 +93,19 @@ class GLossEvaluator(SentenceEvaluator):
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         head = gloss_head(model)
-        has_head = head is not None and head.classifier
-        if self.reference is None and not has_head:
+        if self.reference is None and (head is None or not head.classifier):
             raise ValueError("the model has no classification head (it was trained with lam = 1, or without "
                              "GLossLoss): give GLossEvaluator a reference set to classify by label propagation")
         embeddings = self._embed(model, self.texts)
         metrics: dict[str, float] = {}
-        if has_head:
+        if head is not None and head.classifier:
             with torch.no_grad():
                 predicted = head.logits(embeddings).argmax(dim=1)
             scores = classification_metrics(self.labels, predicted)
             metrics.update({f"head_{key}": value for key, value in scores.items()})
         if self.reference is not None:
-            metrics.update({f"lpa_{key}": value for key, value in self._lpa(model, head, embeddings).items()})
+            scores = self._lpa(model, head, embeddings, *self.reference)
+            metrics.update({f"lpa_{key}": value for key, value in scores.items()})
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
@@ -113,12 +113,12 @@ class GLossEvaluator(SentenceEvaluator):
     def _embed(self, model, texts: list[str]) -> torch.Tensor:
         return model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False)
 
-    def _lpa(self, model, head: GLossHead | None, embeddings: torch.Tensor) -> dict[str, float]:
+    def _lpa(self, model, head: GLossHead | None, embeddings: torch.Tensor, reference_texts: list[str],
+             reference_labels: torch.Tensor) -> dict[str, float]:
         sigma = self.sigma if self.sigma is not None else (head.sigma if head is not None else None)
         if sigma is None or not math.isfinite(sigma):
             raise ValueError("label propagation needs the kernel width the model was trained with: the model has "
                              "no estimated sigma (no GLossHead, or no training step yet); pass sigma=...")
-        reference_texts, reference_labels = self.reference
         num_labels = head.num_labels if head is not None else int(max(reference_labels.max(), self.labels.max())) + 1
         predicted = lpa_predict(self._embed(model, reference_texts), reference_labels, embeddings, num_labels,
                                 sigma=sigma, scheme=self.scheme)

@@ -99,10 +99,10 @@ class GLossHead(Module):
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
-             **kwargs) -> "GLossHead":
-        hub = dict(subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
-                   local_files_only=local_files_only)
-        config = cls.load_config(model_name_or_path, **hub)
+             init_defaults: dict[str, Any] | None = None, **kwargs) -> "GLossHead":
+        config = cls.load_config(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+                                 revision=revision, local_files_only=local_files_only)
         module = cls(**{key: config[key] for key in cls.config_keys if key in config})
-        cls.load_torch_weights(model_name_or_path, model=module, **hub)
+        cls.load_torch_weights(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+                               revision=revision, local_files_only=local_files_only, model=module)
         return module

@@ -186,12 +186,13 @@ class GLossLoss(CachedLossMixin, nn.Module):
             return self.forward_cached(sentence_features, labels)
         embeddings = self.model(sentence_features[0])["sentence_embedding"]
         terms = self.compute_loss_from_embeddings(embeddings, labels)
-        return terms if self.return_terms else sum(terms.values())
+        return terms if self.return_terms else torch.stack(list(terms.values())).sum()
 
     def calculate_loss(self, reps: list[list[torch.Tensor]], labels: torch.Tensor | None = None, *,
                        with_backward: bool = False) -> torch.Tensor:
         """The cached step's loss on the mini-batches' embeddings (``CachedLossMixin``)."""
-        loss = sum(self.compute_loss_from_embeddings(torch.cat(reps[0]), labels_tensor(labels)).values())
+        terms = self.compute_loss_from_embeddings(torch.cat(reps[0]), labels_tensor(labels))
+        loss = torch.stack(list(terms.values())).sum()
         if with_backward:
             loss.backward()
             loss = loss.detach()

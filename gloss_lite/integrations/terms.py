@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -134,8 +135,9 @@ def graph_term(gloss: GLoss, embeddings: torch.Tensor, labels: torch.Tensor, sig
     if gloss.gather:
         embeddings, labels = collectives.gather_with_grad(embeddings), every
     mask = split_mask(labels, gloss.gamma, generator=torch.Generator().manual_seed(seed), stratified=gloss.stratified)
+    weights = cast("torch.Tensor | None", gloss.class_weights)  # a buffer
     return g_loss(embeddings.float(), labels, mask, sigma=sigma, num_classes=gloss.num_classes,
-                  class_weights=gloss.class_weights, scheme=gloss.scheme, target=gloss.target)
+                  class_weights=weights, scheme=gloss.scheme, target=gloss.target)
 
 
 def weighted_terms(graph: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor,

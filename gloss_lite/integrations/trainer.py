@@ -147,7 +147,7 @@ class GLossTrainer(Trainer):
     @property
     def sigma(self) -> float | None:
         """The kernel width in use (``model.config.gloss_sigma``); None until the first training batch."""
-        return getattr(self.model.config, SIGMA_KEY, None)
+        return getattr(getattr(self.model, "config", None), SIGMA_KEY, None)
 
     def get_train_dataloader(self):
         if not self.balanced_batches or self.train_dataset is None:
@@ -185,7 +185,7 @@ class GLossTrainer(Trainer):
         if sigma is None and self.sigma_rule is not None and can_mask(labels):
             sigma = estimate_sigma(self.sigma_rule, embeddings, labels)
             if model.training:
-                setattr(self.model.config, SIGMA_KEY, sigma)
+                setattr(getattr(self.model, "config"), SIGMA_KEY, sigma)
         graph = graph_term(self.gloss, embeddings, labels, sigma, training=model.training, seed=self.args.seed)
         ce = F.cross_entropy(outputs.logits.float(), labels)
         loss = mix_losses(ce, graph, self.lam)
@@ -201,7 +201,7 @@ class GLossTrainer(Trainer):
         if os.path.isfile(config_file):
             saved = json.loads(open(config_file, encoding="utf-8").read()).get(SIGMA_KEY)
             if saved is not None:
-                setattr(self.model.config, SIGMA_KEY, float(saved))
+                setattr(getattr(self.model, "config"), SIGMA_KEY, float(saved))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._terms["count"]:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from . import collectives
 from .checks import check_bool, check_class_range, check_int
 from .graph import SCHEMES, check_embeddings, check_sigma, gaussian_affinity, transition_matrix
-from .lpa import check_labels, propagate
+from .lpa import check_labels, default_teleport, propagate
 from .masking import check_gamma, split_mask
 
 TARGETS = ("nll", "authors")
@@ -113,6 +113,9 @@ def g_loss(
             (propagation could never predict it; draw the mask with
             ``split_mask(..., stratified=True)``).
     """
+    if torch.compiler.is_compiling():  # torch.compile traces the same math in fixed shapes, unchecked
+        return _traced_g_loss(embeddings, labels, labeled_mask, sigma, num_classes, class_weights, scheme, target,
+                              divide_by_hidden)
     _check_options(scheme, target)
     check_embeddings(embeddings)
     check_sigma(sigma)
@@ -154,6 +157,42 @@ def g_loss(
     else:
         loss = F.cross_entropy(hidden_distributions, hidden_labels, weight=weights)
     return loss / len(hidden) if divide_by_hidden else loss
+
+
+def _traced_g_loss(embeddings, labels, labeled_mask, sigma, num_classes, class_weights, scheme, target,
+                   divide_by_hidden) -> torch.Tensor:
+    """``g_loss`` as ``torch.compile(fullgraph=True)`` traces it: no data-dependent branch or shape.
+
+    The checks are left to the eager call (they read tensor values). Propagation solves the full
+    ``n x n`` system ``(I - diag(h) T') F = diag(v) Y`` (``h``, ``v``: hidden and visible
+    indicators, ``T'`` the teleport-mixed transition of ``gloss_lite.lpa``): its visible rows give
+    ``F_L = Y_L`` and its hidden rows ``F_U = T'_UU F_U + T'_UL Y_L``, the harmonic solution, so the
+    value equals the eager one up to rounding; the mean over hidden nodes is a weighted sum.
+    """
+    if embeddings.dtype in (torch.float16, torch.bfloat16):
+        embeddings = embeddings.float()
+    n, dtype, device = embeddings.shape[0], embeddings.dtype, embeddings.device
+    with torch.autocast(device_type=device.type, enabled=False):
+        eye = torch.eye(n, dtype=dtype, device=device)
+        unit = F.normalize(embeddings, dim=1)
+        log_w = ((unit @ unit.T - 1.0) / sigma**2).clamp_max(0.0).masked_fill(eye.bool(), float("-inf"))
+        if scheme == "gloss":  # as gloss_lite.graph.transition_matrix
+            log_degree = torch.logsumexp(log_w, dim=1)
+            log_w = log_w - torch.logsumexp(log_w - 0.5 * log_degree[:, None], dim=0)[None, :]
+        teleport = default_teleport(dtype)
+        mixed = (1.0 - teleport) * torch.softmax(log_w, dim=1) + teleport * (1.0 - eye) / (n - 1)
+        visible = labeled_mask.to(device)
+        hidden = (~visible).to(dtype)
+        labels = labels.to(device).long()
+        one_hot = F.one_hot(labels, num_classes).to(dtype) * visible[:, None].to(dtype)
+        distributions = torch.linalg.solve(eye - hidden[:, None] * mixed, one_hot)
+    weights = hidden if class_weights is None else hidden * torch.as_tensor(class_weights).to(device, dtype)[labels]
+    if target == "nll":
+        per_node = -distributions.clamp_min(torch.finfo(dtype).tiny).log().gather(1, labels[:, None]).squeeze(1)
+    else:
+        per_node = F.cross_entropy(distributions, labels, reduction="none")
+    loss = (weights * per_node).sum() / weights.sum()
+    return loss / hidden.sum() if divide_by_hidden else loss
 
 
 class GLoss(torch.nn.Module):

@@ -629,3 +629,26 @@ def test_gloss_evaluator_scores_the_head_and_label_propagation_as_scikit_learn_d
         GLossEvaluator(queries, reviews.labels[16:])(tiny_sentence_transformer(tiny_folder))
     with pytest.raises(ValueError, match="8 texts but 3 labels"):
         GLossEvaluator(queries, [0, 1, 0])
+
+
+# --------------------------------------------------------------------------------------------
+# torch.compile traces G-Loss in one graph (the timing is benchmarks/compile_step.py's)
+
+
+@pytest.mark.parametrize("scheme, target, weighted", [("gloss", "nll", False), ("row", "authors", True)])
+def test_g_loss_compiles_in_one_graph_to_the_eager_value_and_gradient(scheme, target, weighted):
+    torch._dynamo.reset()
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    mask = split_mask(labels, 0.6, generator=generator)
+    options = dict(sigma=0.4, num_classes=3, scheme=scheme, target=target, divide_by_hidden=weighted,
+                   class_weights=torch.tensor([1.0, 2.0, 0.5]) if weighted else None)
+    results = []
+    for function in (g_loss, torch.compile(g_loss, fullgraph=True, backend="aot_eager")):
+        embeddings = torch.randn(10, 6, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        value = function(embeddings, labels, mask, **options)
+        value.backward()
+        results.append((value.detach(), embeddings.grad))
+    (eager, eager_grad), (compiled, compiled_grad) = results
+    assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(compiled_grad, eager_grad, rtol=1e-4, atol=1e-7)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+__all__ = ["ContrastiveLoss", "CosineMSELoss", "SupConLoss", "TripletLoss"]
+
 
 class SupConLoss(torch.nn.Module):
     """Supervised contrastive loss (Khosla et al., 2020).

@@ -14,6 +14,17 @@ from numbers import Real
 
 import torch
 
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_class_range",
+    "check_in_range",
+    "check_int",
+    "check_non_negative",
+    "check_positive",
+    "class_ids",
+]
+
 
 def _is_number(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)

@@ -10,6 +10,21 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+__all__ = [
+    "agreed_seed",
+    "barrier",
+    "broadcast_object",
+    "gather_labels",
+    "gather_with_grad",
+    "global_norms",
+    "local_sizes",
+    "mean_over_ranks",
+    "on_rank_zero",
+    "process_group",
+    "rank",
+    "world_size",
+]
+
 
 def process_group():
     """The default process group when one is initialised, else None."""

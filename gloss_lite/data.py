@@ -61,6 +61,25 @@ import pooch
 import requests
 import torch
 
+__all__ = [
+    "BENCHMARKS",
+    "check_content",
+    "content_fingerprint",
+    "Dataset",
+    "DatasetNotFoundError",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_DATASET",
+    "download_benchmark",
+    "EMBEDDED_DATASETS",
+    "joint_strata",
+    "load_dataset",
+    "PROJECT_DATA_DIR",
+    "read_split",
+    "Split",
+    "SPLITS",
+    "stratified_sample",
+]
+
 PROJECT_DATA_DIR = pathlib.Path(__file__).resolve().parents[1] / "data"
 DEFAULT_DATASET = "reviews_sentiment"
 EMBEDDED_DATASETS = ("reviews_sentiment", "reviews_topic")

@@ -33,6 +33,20 @@ from transformers.utils import logging as hf_logging
 
 from .runtime import pick_device
 
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "check_model_folder",
+    "DEFAULT_MODEL_NAME",
+    "default_model_path",
+    "Encoder",
+    "load_encoder",
+    "mean_pool",
+    "POOLINGS",
+    "tokenize",
+    "TOKENIZER_FILES",
+    "WEIGHT_FILES",
+]
+
 POOLINGS = ("mean", "cls")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 

@@ -21,6 +21,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from .graph import gaussian_affinity, transition_matrix
 from .lpa import propagate
 
+__all__ = ["classification_metrics", "lpa_predict"]
+
 
 def classification_metrics(true_labels, predicted_labels) -> dict:
     """``{"accuracy": ..., "macro_f1": ...}`` from scikit-learn."""

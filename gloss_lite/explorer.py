@@ -44,6 +44,18 @@ from .lpa import propagate
 from .masking import split_mask
 from .plots import sorted_heatmap
 
+__all__ = [
+    "BatchView",
+    "draw_sweep",
+    "draw_view",
+    "effective_neighbours",
+    "explore",
+    "explorer_widget",
+    "MATRICES",
+    "NUMBERS",
+    "sweep",
+]
+
 MATRICES = ("affinity", "transition")
 NUMBERS = ("effective_neighbours", "lpa_accuracy", "g_loss", "update_norm")
 

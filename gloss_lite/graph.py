@@ -29,6 +29,20 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+__all__ = [
+    "block_contrast",
+    "chance_share",
+    "check_embeddings",
+    "check_kernel_width",
+    "check_sigma",
+    "gaussian_affinity",
+    "knn_sparsify",
+    "SCHEMES",
+    "squared_distances",
+    "transition_matrix",
+    "within_class_share",
+]
+
 SCHEMES = ("gloss", "row")
 
 

@@ -51,6 +51,8 @@ from .graph import SCHEMES, check_embeddings, check_sigma, gaussian_affinity, tr
 from .lpa import check_labels, default_teleport, propagate
 from .masking import check_gamma, split_mask
 
+__all__ = ["g_loss", "GLoss", "mix_losses", "TARGETS"]
+
 TARGETS = ("nll", "authors")
 
 

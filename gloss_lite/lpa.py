@@ -35,6 +35,8 @@ import torch
 
 from .checks import check_class_range, check_int, class_ids
 
+__all__ = ["check_labels", "check_transition", "default_teleport", "METHODS", "propagate"]
+
 METHODS = ("closed_form", "iterative")
 
 

@@ -28,6 +28,8 @@ import torch
 
 from .checks import check_in_range, class_ids
 
+__all__ = ["check_gamma", "split_mask"]
+
 
 def check_gamma(gamma) -> None:
     """``gamma``, the fraction of a batch's labels left visible, must lie in (0, 1)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+__all__ = ["sorted_heatmap"]
+
 
 def sorted_heatmap(ax, affinity, labels, class_names, title, *, vmin=None, vmax=None, cmap="viridis",
                    cbar_label=r"$W_{ij}$"):

@@ -10,6 +10,8 @@ import random
 import numpy as np
 import torch
 
+__all__ = ["pick_device", "set_seed"]
+
 
 def set_seed(seed: int) -> torch.Generator:
     """Seed Python's, NumPy's and torch's generators; return a fresh ``torch.Generator`` with ``seed``."""

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from .checks import check_choice, class_ids
 from .graph import check_embeddings
 
+__all__ = ["check_sigma_setting", "estimate", "pairwise_distances", "sigma_dicm", "SIGMA_RULES", "sigma_sqrt"]
+
 
 def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
     """Euclidean distances ``||e_i - e_j||`` of the L2-normalised rows, ``n x n``, without gradient."""

@@ -220,3 +220,24 @@ def test_the_colab_cell_installs_the_released_tag_and_says_what_to_do_without_it
     assert missing.returncode != 0
     assert "the instructor runs `python -m gloss_lite.course.classroom release`" in missing.stderr
     assert "set TAG = 'main'" in missing.stderr
+
+
+def test_public_modules_declare_what_they_export_and_the_package_is_typed():
+    """``__all__`` in every module of the method, training, integrations and reproduction, listing each
+    public function, class and constant the module defines (so that it cannot drift); ``py.typed``."""
+    import ast
+
+    for path in sorted((ROOT / "gloss_lite").rglob("*.py")):
+        if "course" in path.parts or path.name in ("__init__.py", "__main__.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        declared = [node for node in tree.body if isinstance(node, ast.Assign)
+                    and any(isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets)]
+        assert len(declared) == 1, f"{path.relative_to(ROOT)} declares no __all__"
+        listed = set(ast.literal_eval(declared[0].value))
+        defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                   and not node.name.startswith("_")}
+        assert defined <= listed, f"{path.relative_to(ROOT)}: __all__ misses {sorted(defined - listed)}"
+    assert (ROOT / "gloss_lite" / "py.typed").is_file()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["gloss_lite"]

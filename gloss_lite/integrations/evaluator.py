@@ -34,7 +34,7 @@ from ..evaluate import classification_metrics, lpa_predict
 from ..graph import SCHEMES, check_sigma
 from .head import GLossHead
 
-__all__ = ["GLossEvaluator"]
+__all__ = ["gloss_head", "GLossEvaluator"]
 
 
 def _texts_and_labels(texts, labels, what: str) -> tuple[list[str], torch.Tensor]:

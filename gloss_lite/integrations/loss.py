@@ -41,7 +41,7 @@ from .terms import (
     weighted_terms,
 )
 
-__all__ = ["GLossLoss", "balanced_batch_sampler", "load_sentence_transformer"]
+__all__ = ["balanced_batch_sampler", "GLossLoss", "load_sentence_transformer"]
 
 
 def _trusted_modules(folder: Path) -> bool:

@@ -39,8 +39,23 @@ from ..masking import split_mask
 from ..sigma import SIGMA_RULES, check_sigma_setting
 from ..sigma import estimate as estimate_by_rule
 
-__all__ = ["CITATION", "DEFAULT_GAMMA", "DEFAULT_LAM", "DEFAULT_SIGMA", "SIGMA_RULES", "UnmaskableBatchWarning",
-           "can_mask"]
+__all__ = [
+    "can_mask",
+    "check_lam",
+    "check_num_labels",
+    "check_sigma",
+    "CITATION",
+    "DEFAULT_GAMMA",
+    "DEFAULT_LAM",
+    "DEFAULT_SIGMA",
+    "estimate_sigma",
+    "graph_term",
+    "labels_tensor",
+    "make_gloss",
+    "SIGMA_RULES",
+    "UnmaskableBatchWarning",
+    "weighted_terms",
+]
 
 DEFAULT_LAM = 0.5
 DEFAULT_SIGMA = "sqrt"

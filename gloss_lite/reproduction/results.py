@@ -30,6 +30,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+__all__ = [
+    "first_epoch_reaching",
+    "OPTIONAL_COLUMNS",
+    "read_results",
+    "REQUIRED_COLUMNS",
+    "RESULT_COLUMNS",
+    "RUN_KEY",
+    "SCORES",
+    "summarise_results",
+    "TOLERANCE",
+]
+
 REQUIRED_COLUMNS = ["dataset", "loss", "seed", "epoch", "val_accuracy"]
 OPTIONAL_COLUMNS = ["recipe", "val_macro_f1", "test_accuracy", "test_macro_f1", "seconds", "device", "torch"]
 RESULT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS

@@ -52,6 +52,32 @@ import pandas as pd
 from ..training import BEST_NAME, CHECKPOINT_NAME
 from .results import first_epoch_reaching
 
+__all__ = [
+    "append_rows",
+    "CPU_PRESET",
+    "device_name",
+    "epochs_to_reach",
+    "execute",
+    "finished_runs",
+    "FULL_PRESET",
+    "load_splits",
+    "main",
+    "make_config",
+    "markdown_table",
+    "paired_interval",
+    "parse_method",
+    "read_runs",
+    "ROOT",
+    "Run",
+    "RUN_COLUMNS",
+    "run_folder",
+    "run_grid",
+    "RUN_KEY",
+    "summarise",
+    "summary_markdown",
+    "verdict",
+]
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN_KEY = ["dataset", "loss", "recipe", "seed"]
 RUN_COLUMNS = RUN_KEY + [

@@ -51,6 +51,8 @@ import torch
 
 from ..encoders import Encoder
 
+__all__ = ["cached_backward", "check_chunk_size", "RandomState"]
+
 
 class RandomState:
     """The random state of torch's CPU generator (and of a CUDA device's) as it is when created.

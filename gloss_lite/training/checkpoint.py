@@ -23,6 +23,21 @@ import torch
 from ..data import Split
 from .config import TrainConfig
 
+__all__ = [
+    "atomic_save",
+    "BEST_NAME",
+    "check_checkpoint_dir",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "CheckpointError",
+    "copy_weights",
+    "data_fingerprint",
+    "first_line",
+    "load_checkpoint",
+    "restore",
+    "save_checkpoint",
+]
+
 CHECKPOINT_NAME = "last.pt"
 
 

@@ -28,6 +28,18 @@ from ..encoders import POOLINGS
 from ..sigma import check_sigma_setting
 from .cached import check_chunk_size
 
+__all__ = [
+    "AUTHORS_MODEL",
+    "AUTHORS_SEARCH_SPACE",
+    "AUTHORS_TUNING",
+    "BATCH_SAMPLERS",
+    "CONTRASTIVE_FORMS",
+    "LOSSES",
+    "OPTIMIZERS",
+    "RECIPES",
+    "TrainConfig",
+]
+
 LOSSES = (
     "ce", "gloss", "gloss+ce", "scl", "scl+ce", "triplet", "triplet+ce", "contrastive", "contrastive+ce",
 )

@@ -26,6 +26,8 @@ from ..losses import GLoss, g_loss
 from ..masking import split_mask
 from .distributed import init_from_environment, replicate
 
+__all__ = ["CHECKS", "fit_check", "gradient_check", "main"]
+
 
 def _tiny_problem(sizes, num_classes=3, dim_in=6, dim=4, seed=0):
     """A float64 "encoder" (two linear layers and a tanh) and head, and a global batch split by ``sizes``."""

@@ -61,6 +61,16 @@ from torch.nn.parallel import DistributedDataParallel
 from ..collectives import gather_labels, gather_with_grad, process_group, rank, world_size
 from ..losses import GLoss
 
+__all__ = [
+    "check_supported",
+    "for_global_batch",
+    "GatheredLoss",
+    "init_from_environment",
+    "local_batch",
+    "local_device",
+    "replicate",
+]
+
 
 def local_batch(batch: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None):
     """This rank's contiguous share of a global batch, and its cross-entropy scale ``c_r = W S_r / S``.

@@ -93,6 +93,17 @@ from .checkpoint import (
 from .config import TrainConfig
 from .sampling import ClassBalancedBatchSampler
 
+__all__ = [
+    "balanced_class_weights",
+    "estimate_sigma",
+    "evaluate_split",
+    "fit",
+    "gradient_share",
+    "make_aux_loss",
+    "TrainingDivergedError",
+    "TrainResult",
+]
+
 
 @dataclass
 class TrainResult:

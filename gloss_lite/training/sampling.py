@@ -45,6 +45,8 @@ from torch.utils.data import Sampler
 
 from ..checks import check_int, class_ids
 
+__all__ = ["ClassBalancedBatchSampler"]
+
 
 class ClassBalancedBatchSampler(Sampler[list[int]]):
     """Batches of document indices with at least two documents of every class (see the module docstring).

@@ -12,6 +12,8 @@ from ..data import Split
 from .config import TrainConfig
 from .loop import fit
 
+__all__ = ["tune"]
+
 
 def tune(
     train: Split,

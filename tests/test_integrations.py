@@ -652,3 +652,48 @@ def test_g_loss_compiles_in_one_graph_to_the_eager_value_and_gradient(scheme, ta
     (eager, eager_grad), (compiled, compiled_grad) = results
     assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-7)
     assert torch.allclose(compiled_grad, eager_grad, rtol=1e-4, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# one graph across processes: GLossLoss(gather_across_devices=True) in two gloo processes
+
+
+GATHER_SIZES = (5, 7)
+
+
+def gathered_batch():
+    generator = torch.Generator().manual_seed(4)
+    return torch.randn(sum(GATHER_SIZES), 8, generator=generator), torch.tensor([0, 1, 2] * 4)
+
+
+def gather_task(rank, folder):
+    model = tiny_sentence_transformer(folder).train()
+    loss = GLossLoss(model, num_labels=3, sigma="sqrt", lam=1.0, gather_across_devices=True)
+    embeddings, labels = gathered_batch()
+    start = sum(GATHER_SIZES[:rank])
+    local = embeddings[start:start + GATHER_SIZES[rank]].clone().requires_grad_()
+    value = torch.stack(list(loss.compute_loss_from_embeddings(local, labels[start:start + len(local)]).values()))
+    value.sum().backward()
+    return {"loss": float(value.sum().detach()), "grad": local.grad, "sigma": loss.sigma,
+            "mask": loss.gloss.last_mask}
+
+
+def test_glossloss_gathered_across_two_processes_is_one_graph_with_one_sigma(tiny_folder, tmp_path):
+    from test_distributed import run_processes
+
+    results = run_processes(gather_task, tmp_path, str(tiny_folder))
+    embeddings, labels = gathered_batch()
+    assert results[0]["sigma"] == results[1]["sigma"]  # rank 0's estimate, on the global batch, for both
+    sigma = float(torch.tensor(sigma_sqrt(embeddings), dtype=torch.float32))  # kept as float32 in the GLossHead
+    assert results[0]["sigma"] == pytest.approx(sigma, rel=1e-6)
+    assert torch.equal(results[0]["mask"], results[1]["mask"]) and len(results[0]["mask"]) == len(labels)
+    whole = embeddings.clone().requires_grad_()
+    reference = g_loss(whole, labels, results[0]["mask"], sigma=results[0]["sigma"], num_classes=3)
+    reference.backward()
+    for rank, result in enumerate(results):
+        start = sum(GATHER_SIZES[:rank])
+        assert result["loss"] == pytest.approx(float(reference.detach()), rel=1e-5)
+        # the gather's backward sums both ranks' copies of the loss: W = 2 times the single-process gradient,
+        # which DDP's average over the ranks divides again (gloss_lite.training.distributed)
+        expected = 2 * whole.grad[start:start + GATHER_SIZES[rank]]
+        assert torch.allclose(result["grad"], expected, rtol=1e-4, atol=1e-7)

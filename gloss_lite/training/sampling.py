@@ -40,11 +40,10 @@ two documents of a label together, and works with ``GLossLoss``; but it deals la
 stops when one label is left, so each epoch drops the largest class's surplus beyond the
 second-largest (and an odd document of every class), and it needs an even batch size: at batch
 32 it leaves out 23% of R8's training documents in every epoch (1,128 of 4,936), 19% of R52's.
-pytorch-metric-learning's ``MPerClassSampler``
-draws ``m`` documents of every class per batch, with replacement across the epoch: classes are
-drawn uniformly, whatever their size, and the epoch length is a setting. This sampler keeps every
-document in every epoch and only tops up small classes (``tests/test_sampling.py`` shows the
-difference).
+pytorch-metric-learning's ``MPerClassSampler`` draws ``m`` documents of every class per batch,
+with replacement across the epoch: classes are drawn uniformly, whatever their size, and the epoch
+length is a setting. This sampler keeps every document in every epoch and only tops up small
+classes (``tests/test_sampling.py`` shows the difference).
 """
 
 from __future__ import annotations

@@ -49,19 +49,7 @@ from transformers import Trainer
 from ..encoders import mean_pool
 from ..losses import mix_losses
 from ..training.sampling import ClassBalancedBatchSampler
-from .terms import (
-    DEFAULT_GAMMA,
-    DEFAULT_LAM,
-    DEFAULT_SIGMA,
-    can_mask,
-    check_lam,
-    check_num_labels,
-    check_sigma,
-    estimate_sigma,
-    graph_term,
-    labels_tensor,
-    make_gloss,
-)
+from . import terms
 
 __all__ = ["GLossTrainer", "pooled_embeddings"]
 
@@ -117,30 +105,30 @@ class GLossTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # each micro-batch's loss is a mean: the Trainer divides by the micro-batches
 
-    def __init__(self, *args, num_labels: int | None = None, sigma: float | str = DEFAULT_SIGMA,
-                 gamma: float = DEFAULT_GAMMA, lam: float = DEFAULT_LAM, balanced_batches: bool = False,
+    def __init__(self, *args, num_labels: int | None = None, sigma: float | str = terms.DEFAULT_SIGMA,
+                 gamma: float = terms.DEFAULT_GAMMA, lam: float = terms.DEFAULT_LAM, balanced_batches: bool = False,
                  scheme: str = "gloss", target: str = "nll", stratified: bool = True,
                  class_weights: torch.Tensor | None = None, gather_across_devices: bool = False, **kwargs) -> None:
-        lam = check_lam(lam)
-        sigma_value = check_sigma(sigma)
+        lam = terms.check_lam(lam)
+        sigma_value = terms.check_sigma(sigma)
         for name, flag in (("balanced_batches", balanced_batches), ("gather_across_devices", gather_across_devices)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False, got {flag!r}")
         super().__init__(*args, **kwargs)
         config = getattr(self.model, "config", None)
         model_labels = getattr(config, "num_labels", None)
-        if num_labels is not None and check_num_labels(num_labels) != model_labels:
+        if num_labels is not None and terms.check_num_labels(num_labels) != model_labels:
             raise ValueError(
                 f"the model has {model_labels} output labels but num_labels is {num_labels}; load it with "
                 f"AutoModelForSequenceClassification.from_pretrained(..., num_labels={num_labels})"
             )
-        self.num_labels = check_num_labels(model_labels)
+        self.num_labels = terms.check_num_labels(model_labels)
         self.lam = lam
         self.sigma_rule = sigma if isinstance(sigma, str) else None
         if sigma_value is not None:
             setattr(config, SIGMA_KEY, sigma_value)
         self.balanced_batches = balanced_batches
-        self.gloss = make_gloss(self.num_labels, gamma, scheme=scheme, target=target, stratified=stratified,
+        self.gloss = terms.make_gloss(self.num_labels, gamma, scheme=scheme, target=target, stratified=stratified,
                                 class_weights=class_weights, gather=gather_across_devices)
         self._terms = {"gloss": 0.0, "ce": 0.0, "count": 0}
 
@@ -177,16 +165,16 @@ class GLossTrainer(Trainer):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         inputs = dict(inputs)
-        labels = labels_tensor(inputs.pop("labels", None))
+        labels = terms.labels_tensor(inputs.pop("labels", None))
         outputs = model(**inputs, output_hidden_states=True)
         labels = labels.to(outputs.logits.device)
         embeddings = pooled_embeddings(self.model, outputs, inputs).float()
         sigma = self.sigma
-        if sigma is None and self.sigma_rule is not None and can_mask(labels):
-            sigma = estimate_sigma(self.sigma_rule, embeddings, labels)
+        if sigma is None and self.sigma_rule is not None and terms.can_mask(labels):
+            sigma = terms.estimate_sigma(self.sigma_rule, embeddings, labels)
             if model.training:
                 setattr(getattr(self.model, "config"), SIGMA_KEY, sigma)
-        graph = graph_term(self.gloss, embeddings, labels, sigma, training=model.training, seed=self.args.seed)
+        graph = terms.graph_term(self.gloss, embeddings, labels, sigma, training=model.training, seed=self.args.seed)
         ce = F.cross_entropy(outputs.logits.float(), labels)
         loss = mix_losses(ce, graph, self.lam)
         if model.training:

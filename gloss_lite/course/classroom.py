@@ -341,7 +341,7 @@ def colab_notebook(notebook: dict, repository: str, relative_path: str) -> dict:
     if cells and cell_source(cells[0]).startswith(SETUP_MARKER):
         cells.pop(0)
     setup = {"cell_type": "code", "execution_count": None, "id": SETUP_CELL_ID, "metadata": {},
-             "outputs": [], "source": source_lines(setup_source(repository, extras=notebook_extras(copy)))}
+             "outputs": [], "source": source_lines(setup_source(repository, extras=notebook_extras(with_setup)))}
     cells.insert(0, setup)
     title = next(cell for cell in cells if cell["cell_type"] == "markdown")
     title["source"] = source_lines(_title_with_badge(cell_source(title), repository, relative_path))

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .checks import check_class_range, check_int, class_ids
 from .graph import check_embeddings, gaussian_affinity, transition_matrix
 from .losses import g_loss
 from .lpa import propagate
@@ -85,16 +86,11 @@ class BatchView:
 
 def _check_batch(embeddings, labels, num_classes) -> torch.Tensor:
     check_embeddings(embeddings)
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
-            or labels.dtype == torch.bool:
-        raise ValueError("labels must be a 1-D integer tensor of class ids, one per embedding")
+    labels = class_ids(labels)
     if len(labels) != len(embeddings):
         raise ValueError(f"shapes disagree: {len(embeddings)} embeddings and {len(labels)} labels")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} "
-                         f"to {int(labels.max())}")
+    check_int("num_classes", num_classes, minimum=2)
+    check_class_range(labels, num_classes)
     return F.normalize(embeddings.detach(), dim=1)
 
 

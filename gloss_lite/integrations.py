@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
+from .checks import check_int, class_ids
 from .encoders import default_model_path, mean_pool
 from .losses import GLoss, g_loss, mix_losses
 from .masking import split_mask
@@ -124,8 +125,7 @@ def _check_sigma(sigma) -> float | None:
 
 
 def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=2)
     return num_classes
 
 
@@ -154,13 +154,7 @@ def _pooled_last_hidden(outputs, inputs: dict) -> torch.Tensor:
 def _labels_tensor(labels) -> torch.Tensor:
     if labels is None:
         raise ValueError("G-Loss needs the batch's labels: give the dataset a 'label' column of integer class ids")
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(
-            f"G-Loss needs one integer class id per document, got labels of shape {tuple(labels.shape)} "
-            f"and dtype {labels.dtype}"
-        )
-    return labels.long()
+    return class_ids(labels)
 
 
 def load_sentence_transformer(name_or_path: str | os.PathLike | None = None, *, max_seq_length: int | None = None,

@@ -46,9 +46,10 @@ import torch
 import torch.nn.functional as F
 
 from . import collectives
+from .checks import check_bool, check_class_range, check_int
 from .graph import SCHEMES, check_embeddings, check_sigma, gaussian_affinity, transition_matrix
 from .lpa import check_labels, propagate
-from .masking import split_mask
+from .masking import check_gamma, split_mask
 
 TARGETS = ("nll", "authors")
 
@@ -116,10 +117,7 @@ def g_loss(
     check_embeddings(embeddings)
     check_sigma(sigma)
     check_labels(labels, labeled_mask, num_classes, embeddings.shape[0])
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}"
-        )
+    check_class_range(labels, num_classes)
     if labeled_mask.all():
         raise ValueError("no hidden node: every label is visible, so there is nothing to score; lower gamma")
     weights = _check_class_weights(class_weights, num_classes)
@@ -204,14 +202,11 @@ class GLoss(torch.nn.Module):
         gather: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(gather, bool):
-            raise ValueError(f"gather must be True or False, got {gather!r}")
+        check_bool("gather", gather)
         _check_options(scheme, target)
         check_sigma(sigma)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma < 1.0:
-            raise ValueError(f"gamma is the fraction of visible labels and must lie in (0, 1), got {gamma!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        check_gamma(gamma)
+        check_int("num_classes", num_classes, minimum=2)
         self.num_classes = num_classes
         self.sigma = sigma if isinstance(sigma, torch.Tensor) else float(sigma)
         self.gamma = float(gamma)

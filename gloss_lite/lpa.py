@@ -33,6 +33,8 @@ import warnings
 
 import torch
 
+from .checks import check_class_range, check_int, class_ids
+
 METHODS = ("closed_form", "iterative")
 
 
@@ -41,7 +43,6 @@ def default_teleport(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-6
 
 
-INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 def check_transition(transition: torch.Tensor) -> None:
@@ -75,15 +76,11 @@ def check_transition(transition: torch.Tensor) -> None:
 
 def check_labels(labels: torch.Tensor, labeled_mask: torch.Tensor, num_classes: int, n: int) -> None:
     """Raise ``ValueError`` unless labels and mask fit ``n`` nodes and visible labels lie in [0, C)."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype not in INTEGER_DTYPES:
-        got = f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) \
-            else type(labels).__name__
-        hint = " (a bool tensor is a mask: did you swap labels and labeled_mask?)" if (
-            isinstance(labels, torch.Tensor) and labels.dtype == torch.bool) else ""
-        raise ValueError(f"labels must be a 1-D integer tensor of class ids, got {got}{hint}; "
+    check_int("num_classes", num_classes)
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"labels must be a 1-D integer tensor of class ids, got {type(labels).__name__}; "
                          f"use torch.as_tensor(labels, dtype=torch.long)")
+    class_ids(labels)
     if not isinstance(labeled_mask, torch.Tensor) or labeled_mask.dtype != torch.bool:
         raise ValueError("labeled_mask must be a bool tensor, True where the label is visible")
     if len(labels) != n or labeled_mask.shape != (n,):
@@ -92,12 +89,7 @@ def check_labels(labels: torch.Tensor, labeled_mask: torch.Tensor, num_classes: 
         )
     if not labeled_mask.any():
         raise ValueError("no visible label: labeled_mask has no True entry, nothing to propagate")
-    visible = labels[labeled_mask]
-    if visible.min() < 0 or visible.max() >= num_classes:
-        raise ValueError(
-            f"visible labels must lie in [0, {num_classes}), got values from {int(visible.min())} "
-            f"to {int(visible.max())}"
-        )
+    check_class_range(labels[labeled_mask], num_classes, name="visible labels")
 
 
 def propagate(

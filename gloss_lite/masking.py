@@ -26,6 +26,14 @@ import math
 
 import torch
 
+from .checks import check_in_range, class_ids
+
+
+def check_gamma(gamma) -> None:
+    """``gamma``, the fraction of a batch's labels left visible, must lie in (0, 1)."""
+    check_in_range("gamma", gamma, 0.0, 1.0, low_open=True, high_open=True,
+                   meaning="is the fraction of visible labels and")
+
 
 def split_mask(
     labels: torch.Tensor,
@@ -50,12 +58,11 @@ def split_mask(
             (every class has a single member, so stratification keeps them all visible; or, for
             the random draw, ``ceil(gamma * n) = n``).
     """
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma < 1.0:
-        raise ValueError(f"gamma is the fraction of visible labels and must lie in (0, 1), got {gamma!r}")
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
-            or labels.dtype == torch.bool or labels.is_complex():
-        raise ValueError("labels must be a 1-D integer tensor of class ids (use torch.as_tensor(labels)); "
-                         "a bool tensor is a mask, not labels")
+    check_gamma(gamma)
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"labels must be a 1-D integer tensor of class ids, got {type(labels).__name__}; "
+                         "use torch.as_tensor(labels)")
+    class_ids(labels)
     n = len(labels)
     if n < 2:
         raise ValueError(f"masking needs at least 2 labels (one visible, one hidden), got {n}")

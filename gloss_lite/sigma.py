@@ -29,6 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .checks import check_choice, class_ids
 from .graph import check_embeddings
 
 
@@ -57,22 +58,6 @@ def sigma_sqrt(embeddings: torch.Tensor, *, include_diagonal: bool = False) -> f
     return float(torch.sqrt(median / 3.0))
 
 
-def _class_ids(labels) -> torch.Tensor:
-    """``labels`` as a CPU int64 tensor; ``ValueError`` for strings, floats, bools and other types."""
-    if isinstance(labels, str) or (not isinstance(labels, torch.Tensor) and any(isinstance(x, str) for x in labels)):
-        raise ValueError(
-            "labels must be integer class ids, got strings; map each class name to an id first, "
-            "e.g. ids = {name: i for i, name in enumerate(sorted(set(labels)))}"
-        )
-    try:
-        tensor = torch.as_tensor(labels)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"labels must be integer class ids, got {type(labels).__name__} ({error})") from None
-    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-        raise ValueError(f"labels must be integer class ids, got {tensor.dtype}; use .long() on whole numbers")
-    return tensor.cpu().long()
-
-
 def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool = False) -> float:
     """DICM: the smallest distance between two documents of different classes, divided by 3.
 
@@ -84,7 +69,7 @@ def sigma_dicm(embeddings: torch.Tensor, labels: torch.Tensor, *, fallback: bool
     (``gloss_lite.data`` does).
     """
     distances = pairwise_distances(embeddings)
-    labels = _class_ids(labels)
+    labels = class_ids(labels).cpu()
     if labels.shape != (len(distances),):
         raise ValueError(f"shapes disagree: {len(distances)} embeddings and labels of shape {tuple(labels.shape)}")
     between = distances[labels[:, None] != labels[None, :]]
@@ -101,10 +86,12 @@ SIGMA_RULES = ("sqrt", "dicm")
 
 def check_sigma_setting(sigma) -> None:
     """Refuse a sigma setting that is neither a positive finite number nor a rule of ``SIGMA_RULES``."""
+    if isinstance(sigma, bool):
+        raise ValueError(f"sigma must be a number, got the bool {sigma!r}")
     if isinstance(sigma, str):
         if sigma in SIGMA_RULES:
             return
-    elif not isinstance(sigma, bool) and isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0:
+    elif isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0:
         return
     raise ValueError(f"sigma must be a positive number, 'sqrt' or 'dicm', got {sigma!r}")
 
@@ -115,10 +102,8 @@ def estimate(rule: str, embeddings: torch.Tensor, labels=None, *, variant: str =
     ``variant="authors"`` is the authors' form of each rule: SQRT over the full distance matrix
     (diagonal included), DICM with its median fallback. DICM needs ``labels``.
     """
-    if rule not in SIGMA_RULES:
-        raise ValueError(f"rule must be one of {SIGMA_RULES}, got {rule!r}")
-    if variant not in ("course", "authors"):
-        raise ValueError(f"variant must be 'course' or 'authors', got {variant!r}")
+    check_choice("rule", rule, SIGMA_RULES)
+    check_choice("variant", variant, ("course", "authors"))
     authors = variant == "authors"
     if rule == "sqrt":
         return sigma_sqrt(embeddings, include_diagonal=authors)

@@ -88,8 +88,8 @@ def test_it_drives_a_dataloader():
     ([0, 1, 2] * 4, 5, "use batch_size >= 6"),
     ([0] * 5 + [1], 4, r"classes \[1\] have a single document"),
     ([2] * 8, 4, "at least 2 classes"),
-    ([0.0, 1.0, 0.0, 1.0], 4, "integer class ids"),
-    ("0101", 4, "got a string"),
+    ([0.0, 1.0, 0.0, 1.0], 4, "integer tensor of class ids, got a torch.float32"),
+    ("0101", 4, "got strings; map each class name to an id"),
     ([0, 1, 0, 1], 0, "batch_size must be a positive int"),
 ])
 def test_bad_input_is_a_clear_error(labels, batch_size, message):

@@ -53,9 +53,9 @@ def test_class_names_and_other_non_ids_are_refused_by_sigma_dicm():
     e = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="integer class ids, got strings; map each class name to an id"):
         sigma_dicm(e, ["pos", "neg", "pos", "neg"])
-    with pytest.raises(ValueError, match="integer class ids, got torch.float32"):
+    with pytest.raises(ValueError, match="integer tensor of class ids, got a torch.float32 tensor"):
         sigma_dicm(e, torch.tensor([0.0, 1.0, 0.0, 1.0]))
-    with pytest.raises(ValueError, match="integer class ids, got torch.bool"):
+    with pytest.raises(ValueError, match="integer tensor of class ids, got a torch.bool tensor"):
         sigma_dicm(e, torch.tensor([True, False, True, False]))
     assert sigma_dicm(e, [0, 1, 0, 1]) == sigma_dicm(e, torch.tensor([0, 1, 0, 1], dtype=torch.int32))
 

@@ -43,29 +43,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-
-def _class_labels(labels) -> torch.Tensor:
-    """``labels`` as a 1-D CPU int64 tensor, or a ``ValueError`` that says what was wrong."""
-    if isinstance(labels, str):
-        raise ValueError("labels must be a sequence of integer class ids, got a string")
-    try:
-        tensor = torch.as_tensor(labels)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(
-            f"labels must be a sequence of integer class ids, got {type(labels).__name__} ({error}); "
-            "map class names to ids first"
-        ) from None
-    if tensor.dim() != 1 or tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-        raise ValueError(
-            f"labels must be a 1-D sequence of integer class ids, got shape {tuple(tensor.shape)} and {tensor.dtype}"
-        )
-    return tensor.cpu().long()
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value
+from ..checks import check_int, class_ids
 
 
 class ClassBalancedBatchSampler(Sampler[list[int]]):
@@ -82,10 +60,11 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, labels: Sequence[int] | torch.Tensor, batch_size: int, *, seed: int = 0) -> None:
-        labels = _class_labels(labels)
+        labels = class_ids(labels).cpu()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.seed = _positive_int("seed", seed)
+        check_int("seed", seed, minimum=0)
+        self.seed = seed
         classes, counts = torch.unique(labels, return_counts=True)
         if len(classes) < 2:
             raise ValueError(
@@ -127,7 +106,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Use the shuffle of ``epoch`` from the next ``iter`` on."""
-        self.epoch = _positive_int("epoch", epoch)
+        check_int("epoch", epoch, minimum=0)
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.sizes)

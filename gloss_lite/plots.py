@@ -1,13 +1,44 @@
 """Figures the notebooks share.
 
 First used in ``notebooks/00_overview.ipynb``; every notebook that draws a graph uses
-``sorted_heatmap``.
+``sorted_heatmap``, and every figure that colours classes takes its colours from
+``class_palette``, so a class keeps one colour across the panels of a notebook and no colour
+names two classes of different label sets (topic and sentiment of the same reviews).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
+
+# The order in which classes receive colours: red and blue first, so that a two-class label
+# set (negative, positive) reads as red and blue wherever it appears.
+CLASS_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+                 "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def class_palette(label_sets: Mapping[str, Sequence[str]]) -> dict[str, list]:
+    """One colour per class of every label set, no colour shared between two classes.
+
+    ``label_sets`` maps a label set's name to its class names, e.g. ``{"topic": [...],
+    "sentiment": ["negative", "positive"]}``. Smaller label sets choose first (so a two-class set
+    gets red and blue); up to ten classes in all take ``CLASS_COLOURS``, more take evenly spaced
+    hues of matplotlib's ``hsv`` map. Returns ``{name: [colour of class 0, colour of class 1, ...]}``.
+    """
+    from matplotlib import colormaps
+
+    sizes = {name: len(names) for name, names in label_sets.items()}
+    total = sum(sizes.values())
+    if total <= len(CLASS_COLOURS):
+        pool = list(CLASS_COLOURS)
+    else:
+        pool = [colormaps["hsv"](k / total) for k in range(total)]
+    palette = {}
+    for name in sorted(label_sets, key=lambda key: sizes[key]):
+        palette[name], pool = pool[:sizes[name]], pool[sizes[name]:]
+    return {name: palette[name] for name in label_sets}
 
 
 def sorted_heatmap(ax, affinity, labels, class_names, title, *, vmin=None, vmax=None, cmap="viridis",
@@ -42,25 +73,57 @@ def sorted_heatmap(ax, affinity, labels, class_names, title, *, vmin=None, vmax=
     return ax
 
 
-def class_colours(num_classes: int) -> list:
-    """One colour per class id, the same in every panel: tab10 up to ten classes, else an even hue circle."""
-    from matplotlib import colormaps
+def distribution_heatmap(ax, distributions, truth, class_names, title, *, sort=False):
+    """Rows of label distributions (one per node, one column per class) as a heatmap in [0, 1].
 
-    if num_classes <= 10:
-        return list(colormaps["tab10"].colors[:num_classes])
-    return [tuple(c) for c in colormaps["hsv"](np.linspace(0, 1, num_classes, endpoint=False))]
+    ``truth`` holds each row's true class. With ``sort=False`` (a few rows) every cell is
+    annotated and the true class is boxed in red; with ``sort=True`` (many rows) the rows are
+    sorted by their true class and red lines separate the classes, so a graph that agrees with
+    the labels shows a staircase. Returns the image.
+    """
+    values = torch.as_tensor(distributions).detach().cpu().double()
+    truth = torch.as_tensor(truth).cpu()
+    if sort:
+        order = torch.argsort(truth, stable=True)
+        values, truth = values[order], truth[order]
+    image = ax.imshow(values.numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1,
+                      interpolation="nearest")
+    rows, classes = values.shape
+    if sort:
+        for edge in torch.bincount(truth, minlength=classes).cumsum(0)[:-1].tolist():
+            ax.axhline(edge - 0.5, color="crimson", lw=0.8)
+        ax.set_yticks([])
+    else:
+        for row in range(rows):
+            for col in range(classes):
+                value = values[row, col].item()
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if value > 0.6 else "black")
+            ax.add_patch(_box(truth[row].item(), row))
+        ax.set_yticks(range(rows), [f"node {i}" for i in range(rows)], fontsize="small")
+    shown = list(class_names) if classes <= 12 else [""] * classes
+    ax.set_xticks(range(classes), shown, rotation=45, ha="right")
+    ax.grid(False)
+    ax.set(title=title, xlabel="class")
+    return image
+
+
+def _box(col, row):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="crimson", lw=2.5)
 
 
 # --- 03 · Masking and the loss --------------------------------------------------------------------
 
 
-def mask_rows(ax, labels, masks: dict, class_names):
+def mask_rows(ax, labels, masks: dict, class_names, colours):
     """One row of dots per mask over a batch sorted by class: filled = visible label, open = hidden.
 
-    ``masks`` maps a row name to ``n`` bools; each class keeps its colour of ``class_colours``.
+    ``masks`` maps a row name to ``n`` bools; ``colours`` gives each class its colour (from
+    ``class_palette``).
     """
     labels = torch.as_tensor(labels).cpu()
-    colours = class_colours(len(class_names))
     for row, mask in enumerate(masks.values()):
         for i, (label, seen) in enumerate(zip(labels.tolist(), torch.as_tensor(mask).tolist())):
             colour = colours[label]
@@ -76,28 +139,6 @@ def mask_rows(ax, labels, masks: dict, class_names):
            xlabel="documents of the minibatch, by class", title="Filled: label visible; open: label hidden")
     ax.grid(False)
     return ax
-
-
-def propagated_rows(ax, distributions, true_labels, class_names, title):
-    """Rows of ``F_U`` (hidden documents x classes) as a heatmap, the true class of each row boxed."""
-    values = torch.as_tensor(distributions).detach().cpu().numpy()
-    ax.imshow(values, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    for row, label in enumerate(torch.as_tensor(true_labels).tolist()):
-        ax.add_patch(_box(label, row))
-        for col, value in enumerate(values[row]):
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if value > 0.6 else "black")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks([])
-    ax.set(title=title, xlabel="class", ylabel="hidden documents")
-    ax.grid(False)
-    return ax
-
-
-def _box(col, row):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="crimson", lw=2.5)
 
 
 def rate_panels(rates: dict, batch_sizes, gammas):

@@ -21,46 +21,54 @@ def test_sorted_heatmap_orders_rows_by_class_and_draws_class_borders():
     plt.close(fig)
 
 
-def test_class_colours_are_tab10_then_distinct_hues():
-    from matplotlib import colormaps
 
-    from gloss_lite.plots import class_colours
+def test_class_palette_gives_every_class_its_own_colour_and_two_classes_red_and_blue():
+    from gloss_lite.plots import CLASS_COLOURS, class_palette
 
-    assert class_colours(3) == list(colormaps["tab10"].colors[:3])
-    many = class_colours(12)
-    assert len(many) == 12 and len(set(many)) == 12
+    palette = class_palette({"topic": list("abcdef"), "sentiment": ["negative", "positive"]})
+    assert palette["sentiment"] == ["#d62728", "#1f77b4"]  # the smaller set chooses first
+    colours = palette["topic"] + palette["sentiment"]
+    assert len(set(colours)) == 8 and set(colours) <= set(CLASS_COLOURS)
+    assert list(palette) == ["topic", "sentiment"]  # the caller's order is kept
+    many = class_palette({"r52": [str(i) for i in range(52)]})["r52"]
+    assert len({tuple(c) for c in many}) == 52
 
+
+def test_distribution_heatmap_sorts_rows_by_class_or_boxes_the_true_class():
+    from gloss_lite.plots import distribution_heatmap
+
+    F = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], dtype=torch.float64)
+    truth = torch.tensor([1, 0, 1])
+    fig, (left, right) = plt.subplots(1, 2)
+    distribution_heatmap(left, F, truth, ["a", "b"], "sorted", sort=True)
+    assert (left.images[0].get_array() == F[[1, 0, 2]].numpy()).all()
+    assert len(left.lines) == 1  # one boundary between the two classes
+    distribution_heatmap(right, F, truth, ["a", "b"], "boxed")
+    boxes = [(p.get_x(), p.get_y()) for p in right.patches]
+    assert boxes == [(0.5, -0.5), (-0.5, 0.5), (0.5, 1.5)]  # the true class of each row
+    assert [t.get_text() for t in right.texts][:2] == ["0.10", "0.90"]
+    plt.close(fig)
 
 def test_mask_rows_fills_visible_labels_and_keeps_one_colour_per_class():
-    from gloss_lite.plots import class_colours, mask_rows
+    from matplotlib.colors import to_rgb
+
+    from gloss_lite.plots import class_palette, mask_rows
 
     labels = torch.tensor([0, 0, 1, 1, 1])
     masks = {"random": torch.tensor([True, False, True, True, False]),
              "stratified": torch.tensor([True, False, False, True, True])}
     fig, ax = plt.subplots()
-    mask_rows(ax, labels, masks, ["a", "b"])
+    colours = class_palette({"x": ["a", "b"]})["x"]
+    mask_rows(ax, labels, masks, ["a", "b"], colours)
     dots = ax.collections
     assert len(dots) == 10  # one dot per document and mask
     white = (1.0, 1.0, 1.0, 1.0)
     filled = [tuple(d.get_facecolor()[0]) != white for d in dots]
     assert filled == masks["random"].tolist() + masks["stratified"].tolist()
     edges = [tuple(d.get_edgecolor()[0][:3]) for d in dots]
-    colours = class_colours(2)
-    assert edges == [tuple(colours[c]) for c in labels.tolist()] * 2
+    assert edges == [to_rgb(colours[c]) for c in labels.tolist()] * 2
     assert [t.get_text() for t in ax.get_yticklabels()] == ["random", "stratified"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
-    plt.close(fig)
-
-
-def test_propagated_rows_boxes_the_true_class_of_each_row():
-    from gloss_lite.plots import propagated_rows
-
-    F = torch.tensor([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]])
-    fig, ax = plt.subplots()
-    propagated_rows(ax, F, torch.tensor([0, 2]), ["a", "b", "c"], "t")
-    boxes = [(p.get_x(), p.get_y()) for p in ax.patches]
-    assert boxes == [(-0.5, -0.5), (1.5, 0.5)]  # column = true class, row = document
-    assert [t.get_text() for t in ax.texts] == ["0.70", "0.20", "0.10", "0.00", "0.50", "0.50"]
     plt.close(fig)
 
 
@@ -82,10 +90,10 @@ def test_rate_panels_leave_out_settings_that_cannot_be_drawn():
 def test_circle_snapshots_puts_every_point_on_the_unit_circle():
     import numpy as np
 
-    from gloss_lite.plots import circle_snapshots, class_colours
+    from gloss_lite.plots import circle_snapshots
 
     angles = torch.tensor([0.0, np.pi / 2, np.pi])
-    fig = circle_snapshots({0: angles, 5: angles + 1}, torch.tensor([0, 1, 1]), class_colours(2))
+    fig = circle_snapshots({0: angles, 5: angles + 1}, torch.tensor([0, 1, 1]), ["red", "blue"])
     assert [ax.get_title() for ax in fig.axes] == ["step 0", "step 5"]
     points = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
     assert np.allclose((points ** 2).sum(axis=1), 1.0)

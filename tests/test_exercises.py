@@ -1,4 +1,4 @@
-"""gloss_lite.course.exercises: correct functions pass, plausible mistakes fail with a helpful message.
+"""gloss_lite.course.checking and the exercises: correct functions pass, plausible mistakes fail with a helpful message.
 
 The correct functions are written here independently of the package's implementations (which a
 solution may not call); each mistake is one a student could make. The notebooks' solutions are
@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from scipy import stats as scipy_stats
 
 import gloss_lite.sigma
-from gloss_lite.course import exercises
-from gloss_lite.course.exercises import EXERCISES, ExerciseFailed, check, reference_uses
+from gloss_lite.course import checking
+from gloss_lite.course.checking import ExerciseFailed, check, reference_uses
+from gloss_lite.course.exercises import EXERCISES
 from gloss_lite.course.run import notebook_paths
 from gloss_lite.graph import gaussian_affinity, transition_matrix
 from gloss_lite.losses import g_loss, mix_losses
@@ -289,7 +290,7 @@ MISTAKES = {
 
 @pytest.fixture(autouse=True)
 def fresh_failure_counts(monkeypatch):
-    monkeypatch.setattr(exercises, "_failures", {})
+    monkeypatch.setattr(checking, "failures", {})
 
 
 def test_every_exercise_has_a_correct_and_a_wrong_function_here():
@@ -468,3 +469,23 @@ def test_every_notebook_has_three_coded_exercises_and_open_questions(path):
         assert roles.count({"exercise": exercise_id, "role": "check"}) == 1
     questions = [s for s in sources if s.startswith("### Questions to explore")]
     assert len(questions) == 1 and re.search(r"^1\. \*\*", questions[0], re.M), "one list of open questions"
+
+
+def test_importing_check_loads_neither_training_nor_data_nor_heavy_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys; from gloss_lite.course.checking import check; "
+            "heavy = ('transformers', 'pandas', 'sklearn', 'scipy', 'papermill', 'matplotlib', 'optuna', "
+            "'gloss_lite.training', 'gloss_lite.data', 'gloss_lite.encoders', 'gloss_lite.reproduction'); "
+            "print([m for m in heavy if m in sys.modules])")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
+
+
+def test_every_exercise_sits_in_the_module_of_its_notebook():
+    from gloss_lite.course.exercises import NOTEBOOK_MODULES
+
+    for module in NOTEBOOK_MODULES:
+        number = module.__name__.rpartition(".ex")[2]
+        assert module.EXERCISES and all(i.startswith(number + ".") for i in module.EXERCISES), module.__name__

@@ -10,6 +10,8 @@ time limit, to keep the test quick.
 import csv
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -203,3 +205,10 @@ def test_unreadable_and_foreign_notebooks_are_skipped_with_a_reason(tmp_path):
     assert any("other.ipynb: not a course notebook" in line for line in lines)
     with pytest.raises(FileNotFoundError, match="no submission at"):
         grading.grade([tmp_path / "missing.ipynb"], tmp_path / "out2", seed=1)
+
+
+def test_the_grader_and_the_classroom_import_without_papermill():
+    code = ("import sys; sys.modules['papermill'] = None; "  # `import papermill` now raises ImportError
+            "import gloss_lite.course.grading, gloss_lite.course.classroom; print('imported')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "imported", done.stderr

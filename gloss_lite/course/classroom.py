@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import hashlib
 import json
 import re
@@ -156,9 +157,9 @@ def student_notebook(notebook: dict, *, name: str = "notebook") -> dict:
     Solutions become stubs, model answers are dropped, outputs cleared, the Colab badge removed; a
     solution cell's metadata gets the digest of its frame, for the grader.
     """
-    copy = json.loads(json.dumps(notebook))
+    student = copy.deepcopy(notebook)
     cells = []
-    for index, cell in enumerate(copy["cells"]):
+    for index, cell in enumerate(student["cells"]):
         if is_model_answer(cell):
             continue
         source = cell_source(cell)
@@ -173,8 +174,8 @@ def student_notebook(notebook: dict, *, name: str = "notebook") -> dict:
             without = re.sub(r"\n*" + BADGE_PATTERN.pattern + r"\n*", "\n\n", source, count=1)
             cell["source"] = source_lines(without.rstrip("\n") if without.endswith("\n\n") else without)
         cells.append(cell)
-    copy["cells"] = cells
-    return copy
+    student["cells"] = cells
+    return student
 
 
 def _digest(data: bytes) -> str:
@@ -310,8 +311,8 @@ def _title_with_badge(source: str, repository: str, relative_path: str) -> str:
 
 def colab_notebook(notebook: dict, repository: str, relative_path: str) -> dict:
     """``notebook`` with its set-up cell first and the badge under its title (a new dict)."""
-    copy = json.loads(json.dumps(notebook))
-    cells = copy["cells"]
+    with_setup = copy.deepcopy(notebook)
+    cells = with_setup["cells"]
     if cells and cell_source(cells[0]).startswith(SETUP_MARKER):
         cells.pop(0)
     setup = {"cell_type": "code", "execution_count": None, "id": SETUP_CELL_ID, "metadata": {},
@@ -319,7 +320,7 @@ def colab_notebook(notebook: dict, repository: str, relative_path: str) -> dict:
     cells.insert(0, setup)
     title = next(cell for cell in cells if cell["cell_type"] == "markdown")
     title["source"] = source_lines(_title_with_badge(cell_source(title), repository, relative_path))
-    return copy
+    return with_setup
 
 
 def _readme_with_links(text: str, repository: str) -> str:

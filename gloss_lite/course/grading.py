@@ -59,7 +59,16 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .notebooks import exercise_role, frame_digest
+from .notebooks import (
+    NotebookError,
+    cell_metadata,
+    cell_source,
+    cell_tags,
+    cells,
+    exercise_role,
+    frame_digest,
+    read_notebook,
+)
 
 MANIFEST = ".gloss-lite-grades.json"
 DEFAULT_EXERCISE_TIMEOUT = 60.0
@@ -120,16 +129,6 @@ def submission_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _cells(notebook: dict) -> list[dict]:
-    cells = notebook.get("cells") if isinstance(notebook, dict) else None
-    return [c for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
-
-
-def _source(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
-
-
 def _python(source: str) -> ast.Module | None:
     """A cell's syntax tree, with IPython's ``%magic`` and ``!shell`` lines blanked; None if it is not Python."""
     lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.split("\n")]
@@ -142,11 +141,10 @@ def _python(source: str) -> ast.Module | None:
 def student_id(path: Path, notebook: dict) -> str:
     """``STUDENT_ID`` from the parameters cell if it sets one, else the file's stem (for a file named
     like a course notebook, the folder's name)."""
-    for cell in _cells(notebook):
-        tags = cell.get("metadata", {}).get("tags", []) if isinstance(cell.get("metadata"), dict) else []
-        if cell.get("cell_type") != "code" or not {"parameters", "injected-parameters"} & set(tags):
+    for cell in cells(notebook):
+        if cell.get("cell_type") != "code" or not {"parameters", "injected-parameters"} & set(cell_tags(cell)):
             continue
-        tree = _python(_source(cell))
+        tree = _python(cell_source(cell))
         for node in tree.body if tree else []:
             if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
                     and node.targets[0].id == "STUDENT_ID"):
@@ -163,7 +161,7 @@ def student_id(path: Path, notebook: dict) -> str:
 
 def notebook_number(path: Path, notebook: dict) -> str | None:
     """Which course notebook this is: from its exercise cells' ids, else its file name."""
-    prefixes = collections.Counter(role[0][:2] for role in map(exercise_role, _cells(notebook)) if role)
+    prefixes = collections.Counter(role[0][:2] for role in map(exercise_role, cells(notebook)) if role)
     if prefixes:
         return prefixes.most_common(1)[0][0]
     match = COURSE_NOTEBOOK_NAME.match(path.stem)
@@ -207,10 +205,10 @@ def reference_names(source: str, forbidden: tuple[str, ...]) -> list[str]:
 def _imports(notebook: dict) -> str:
     """The top-level ``import`` lines of every code cell that is not a solution."""
     lines = []
-    for cell in _cells(notebook):
+    for cell in cells(notebook):
         if cell.get("cell_type") != "code" or (exercise_role(cell) or ("", ""))[1] == "solution":
             continue
-        tree = _python(_source(cell))
+        tree = _python(cell_source(cell))
         lines += [ast.unparse(node) for node in (tree.body if tree else [])
                   if isinstance(node, (ast.Import, ast.ImportFrom))]
     return "\n".join(dict.fromkeys(lines))
@@ -219,10 +217,10 @@ def _imports(notebook: dict) -> str:
 def definitions(notebook: dict) -> list[tuple[str, str]]:
     """``(exercise id, source)`` of every solution cell, in the notebook's order (later solutions may
     call earlier ones, as in the notebook; a duplicated cell counts where its last copy stands)."""
-    cells = [(role[0], _source(cell)) for cell in _cells(notebook)
-             if (role := exercise_role(cell)) and role[1] == "solution"]
-    last = {exercise_id: index for index, (exercise_id, _) in enumerate(cells)}
-    return [cell for index, cell in enumerate(cells) if last[cell[0]] == index]
+    solutions = [(role[0], cell_source(cell)) for cell in cells(notebook)
+                 if (role := exercise_role(cell)) and role[1] == "solution"]
+    last = {exercise_id: index for index, (exercise_id, _) in enumerate(solutions)}
+    return [cell for index, cell in enumerate(solutions) if last[cell[0]] == index]
 
 
 def plan(notebook: dict, number: str, exercise_ids: list[str]) -> tuple[list[Verdict], list[dict]]:
@@ -230,7 +228,7 @@ def plan(notebook: dict, number: str, exercise_ids: list[str]) -> tuple[list[Ver
     from .exercises import EXERCISES
 
     found = collections.defaultdict(lambda: {"solution": [], "check": []})
-    for cell in _cells(notebook):
+    for cell in cells(notebook):
         role = exercise_role(cell)
         if role and role[0] in exercise_ids:
             found[role[0]][role[1]].append(cell)
@@ -250,10 +248,11 @@ def plan(notebook: dict, number: str, exercise_ids: list[str]) -> tuple[list[Ver
                                    f"deleted; copy it back from a fresh student copy"))
             continue
         cell = solutions[-1]
-        source = _source(cell)
+        source = cell_source(cell)
         note = f" (the solution cell appears {len(solutions)} times; the last one was graded)" \
             if len(solutions) > 1 else ""
-        expected = cell.get("metadata", {}).get("gloss_lite", {}).get("frame")
+        meta = cell_metadata(cell).get("gloss_lite")
+        expected = meta.get("frame") if isinstance(meta, dict) else None
         if expected and frame_digest(source) != expected:
             decided.append(verdict("solution cell edited outside its markers",
                                    "only the lines between '### YOUR CODE BELOW' and '### YOUR CODE ABOVE' may "
@@ -285,7 +284,7 @@ def _worker() -> int:
     os.dup2(quiet, 1)  # the student's prints go nowhere; the results keep their own channel
     sys.stdout = open(1, "w", closefd=False)
 
-    from . import exercises
+    from . import checking
 
     def report(exercise_id, status, message="", credit=0.0):
         results.write(job["nonce"] + json.dumps({"exercise": exercise_id, "status": status, "message": message,
@@ -296,7 +295,7 @@ def _worker() -> int:
     namespace = {"__name__": "__main__"}
     failed = {}  # exercise id -> what went wrong while its cell ran
     try:
-        exercises._run_with_time_limit(lambda: exec(compile(job["imports"], "<imports>", "exec"), namespace), timeout)
+        exec(compile(job["imports"], "<imports>", "exec"), namespace)  # bounded by the notebook's time limit
     except BaseException as error:
         failed = {item["exercise"]: f"the notebook's imports raised {type(error).__name__}: {error}"
                   for item in job["exercises"]}
@@ -304,14 +303,14 @@ def _worker() -> int:
         if exercise_id in failed:
             continue
         try:
-            exercises._run_with_time_limit(
+            checking.run_with_time_limit(
                 lambda: exec(compile(source, f"<solution {exercise_id}>", "exec"), namespace), timeout)
-        except exercises._TimeUp:
+        except checking.TimeUp:
             failed[exercise_id] = f"the solution cell did not finish within {timeout:g} s"
         except BaseException as error:  # SyntaxError, NameError, SystemExit, ...: this exercise only
             failed[exercise_id] = f"the solution cell raised {type(error).__name__}: {error}"
     for item in job["exercises"]:
-        exercise_id, exercise = item["exercise"], exercises.EXERCISES[item["exercise"]]
+        exercise_id, exercise = item["exercise"], checking.EXERCISES[item["exercise"]]
         if exercise_id in failed:
             report(exercise_id, "time limit" if "did not finish" in failed[exercise_id] else "error",
                    failed[exercise_id])
@@ -321,9 +320,9 @@ def _worker() -> int:
             report(exercise_id, "not yet", f"the solution cell does not define {exercise.function}(...)")
             continue
         try:
-            exercises.check(exercise_id, function, seed=exercise_seed(job["seed"], exercise_id), timeout=timeout)
+            checking.check(exercise_id, function, seed=exercise_seed(job["seed"], exercise_id), timeout=timeout)
             report(exercise_id, "passed", "passed on the grading inputs", 1.0)
-        except exercises.ExerciseFailed as failure:
+        except checking.ExerciseFailed as failure:
             status = {"timeout": "time limit", "reference": "uses the reference implementation"}.get(
                 failure.reason, "not yet")
             message = re.sub(r"\n\(Random inputs from seed \d+: .*\)$", "", str(failure), flags=re.S)
@@ -359,8 +358,8 @@ def grade_notebook(path: Path, *, seed: int, exercise_ids: list[str] | None = No
     start = time.perf_counter()
     path = Path(path)
     try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        notebook = read_notebook(path)
+    except NotebookError as error:
         raise ValueError(f"{path}: not a readable notebook ({error})") from None
     number = notebook_number(path, notebook)
     if number is None:

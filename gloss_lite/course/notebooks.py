@@ -3,13 +3,17 @@
 One reader (``read_notebook``), one writer (``write_notebook``, in the form JupyterLab saves),
 and the markers and metadata every course tool reads: solutions between ``BEGIN`` and ``END``,
 student code between ``STUDENT_BEGIN`` and ``STUDENT_END``, an exercise cell's role, the model
-answers' tag.
+answers' tag. The readers of a cell (``cells``, ``cell_metadata``, ``cell_tags``,
+``cell_source``) take whatever a hand-edited or broken notebook holds (metadata that is a list,
+tags that are a number) and read it as empty rather than fail.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -20,8 +24,42 @@ MODEL_ANSWER_TAG = "model-answers"
 ROLES = ("solution", "check")
 
 
+class NotebookError(ValueError):
+    """A file that is not a readable notebook; the message names the file and what is wrong."""
+
+
 def read_notebook(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The notebook at ``path`` as a dict; ``NotebookError`` naming the path if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotebookError(f"{path}: no such notebook" if not path.exists() else f"{path}: not a notebook file")
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise NotebookError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise NotebookError(f"{path}: not notebook JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as error:
+        raise NotebookError(f"{path}: not notebook JSON ({error})") from None
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        raise NotebookError(f"{path}: not a notebook (no list of cells)")
+    return notebook
+
+
+def cells(notebook: dict) -> list[dict]:
+    """The notebook's cells that are dicts (a hand-edited file may hold anything)."""
+    found = notebook.get("cells") if isinstance(notebook, dict) else None
+    return [cell for cell in found if isinstance(cell, dict)] if isinstance(found, list) else []
+
+
+def cell_metadata(cell: dict) -> dict:
+    metadata = cell.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def cell_tags(cell: dict) -> list[str]:
+    tags = cell_metadata(cell).get("tags")
+    return [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
 
 
 # What JupyterLab 4.6 writes into a notebook's metadata when it saves it with the course's kernel
@@ -77,9 +115,25 @@ def notebook_text(notebook: dict) -> str:
         raise ValueError(f"not an nbformat 4 notebook: a cell lacks the field {error.args[0]!r}") from None
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it: a reader
+    sees the old file or the new one, never half of one, and a full disk leaves the old file."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def write_notebook(notebook: dict, path: Path) -> None:
-    """Write ``notebook`` to ``path`` in the form JupyterLab 4.6 saves (``notebook_text``)."""
-    Path(path).write_text(notebook_text(notebook), encoding="utf-8")
+    """Write ``notebook`` to ``path`` in the form JupyterLab 4.6 saves (``notebook_text``), atomically."""
+    write_atomically(path, notebook_text(notebook).encode("utf-8"))
 
 
 def source_lines(text: str) -> list[str]:
@@ -88,12 +142,16 @@ def source_lines(text: str) -> list[str]:
 
 
 def cell_source(cell: dict) -> str:
-    return "".join(cell["source"])
+    source = cell.get("source", "")
+    if isinstance(source, list):
+        return "".join(line for line in source if isinstance(line, str))
+    return source if isinstance(source, str) else ""
 
 
 def solution_frame(source: str) -> str | None:
     """A student cell without what lies between its ``STUDENT_BEGIN`` and ``STUDENT_END`` lines (the
-    lines the student may not change), or None when the two lines are missing or out of order."""
+    lines the student may not change), without blank lines and trailing spaces, or None when the two
+    lines are missing or out of order."""
     kept, inside, blocks = [], False, 0
     for line in source.split("\n"):
         marker = line.strip()
@@ -107,7 +165,7 @@ def solution_frame(source: str) -> str | None:
                 return None
             inside = False
             kept.append(line.rstrip())
-        elif not inside:
+        elif not inside and line.strip():  # a blank line outside the markers changes nothing
             kept.append(line.rstrip())
     if inside or not blocks:
         return None
@@ -121,12 +179,12 @@ def frame_digest(source: str) -> str | None:
 
 def exercise_role(cell: dict) -> tuple[str, str] | None:
     """``(exercise id, "solution" | "check")`` from a cell's metadata, or None."""
-    meta = cell.get("metadata", {}).get("gloss_lite", {})
+    meta = cell_metadata(cell).get("gloss_lite")
     if isinstance(meta, dict) and isinstance(meta.get("exercise"), str) and meta.get("role") in ROLES:
         return meta["exercise"], meta["role"]
     return None
 
 
 def is_model_answer(cell: dict) -> bool:
-    return MODEL_ANSWER_TAG in cell.get("metadata", {}).get("tags", [])
+    return MODEL_ANSWER_TAG in cell_tags(cell)
 

@@ -8,9 +8,10 @@ above a floor, a difference below a tolerance) without comparing printed text.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from .notebooks import cells, read_notebook
 
 MIME_TYPE = "application/vnd.gloss-lite.record+json"
 
@@ -35,9 +36,12 @@ def record(name: str, value) -> None:
 def read_records(notebook: str | Path | dict) -> dict:
     """All values recorded in an executed notebook (a path or a loaded notebook dict), by name."""
     if not isinstance(notebook, dict):
-        notebook = json.loads(Path(notebook).read_text(encoding="utf-8"))
+        notebook = read_notebook(Path(notebook))
     found = {}
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []):
-            found.update(output.get("data", {}).get(MIME_TYPE, {}))
+    for cell in cells(notebook):
+        outputs = cell.get("outputs")
+        for output in outputs if isinstance(outputs, list) else []:
+            data = output.get("data") if isinstance(output, dict) else None
+            values = data.get(MIME_TYPE) if isinstance(data, dict) else None
+            found.update(values if isinstance(values, dict) else {})
     return found

@@ -32,14 +32,13 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-import papermill
-
+from . import notebooks
+from .notebooks import NotebookError, cell_source, cell_tags
 from .records import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,17 +65,16 @@ def read_notebook(path: Path) -> dict:
     if not path.is_file() or path.suffix != ".ipynb":
         raise CourseError(f"{path}: not a notebook (.ipynb file); the course notebooks: {available}")
     try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CourseError(f"{path}: not notebook JSON ({error})") from None
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-        raise CourseError(f"{path}: not a notebook (no list of cells)")
-    return notebook
+        return notebooks.read_notebook(path)
+    except NotebookError as error:
+        raise CourseError(str(error)) from None
 
 
 def course_metadata(path: Path) -> dict:
     """The ``gloss_lite`` block of a notebook's metadata (smoke parameters and checks)."""
-    return read_notebook(path).get("metadata", {}).get("gloss_lite", {})
+    metadata = read_notebook(path).get("metadata")
+    found = metadata.get("gloss_lite") if isinstance(metadata, dict) else None
+    return found if isinstance(found, dict) else {}
 
 
 def declared_parameters(path: Path) -> dict | None:
@@ -84,10 +82,10 @@ def declared_parameters(path: Path) -> dict | None:
 
     ``None`` when the notebook has no such cell. A value that is not a plain literal is ``...``.
     """
-    cells = [c for c in read_notebook(path)["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
+    tagged = [cell for cell in notebooks.cells(read_notebook(path)) if "parameters" in cell_tags(cell)]
+    if not tagged:
         return None
-    source = "".join(cells[0].get("source", ""))
+    source = cell_source(tagged[0])
     try:
         body = ast.parse(source).body
     except SyntaxError as error:
@@ -127,8 +125,7 @@ def check_parameters(path: Path, parameters: dict) -> None:
 def _written_by_papermill_to(path: Path) -> bool:
     """Whether ``path`` is an executed notebook that papermill wrote to this very path."""
     try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
-        written_to = notebook["metadata"]["papermill"]["output_path"]
+        written_to = notebooks.read_notebook(path)["metadata"]["papermill"]["output_path"]
         return Path(written_to).resolve() == path.resolve()
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -183,6 +180,8 @@ def run_notebook(
     check_cell_timeout(cell_timeout)
     path = Path(path).resolve()
     output = output_path(path, output_dir)
+    import papermill  # here, not at the top: the course's other tools work without it
+
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ["MPLBACKEND"] = INLINE_BACKEND
     papermill.execute_notebook(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import csv
 import importlib.util
 import json
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 from .classroom import BADGE_IMAGE, BADGE_PATTERN, colab_url, repository_url
+from .notebooks import NotebookError, read_notebook
 from .records import MIME_TYPE as RECORD_MIME_TYPE
 from .run import ROOT, notebook_paths
 
@@ -82,21 +84,22 @@ def executed_notebooks(folder: Path, sources: list[Path] | None = None) -> list[
         raise SiteError("the course has no notebooks (notebooks/NN_*.ipynb)")
     found, problems = [], []
     for source in sources:
-        copy = folder / source.name
-        if not copy.is_file():
+        executed = folder / source.name
+        if not executed.is_file():
             problems.append(f"{source.name}: no executed copy in {folder}")
             continue
         try:
-            run = json.loads(copy.read_text(encoding="utf-8")).get("metadata", {}).get("papermill")
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            problems.append(f"{copy}: not notebook JSON ({error})")
+            metadata = read_notebook(executed).get("metadata")
+        except NotebookError as error:
+            problems.append(str(error))
             continue
+        run = metadata.get("papermill") if isinstance(metadata, dict) else None
         if not run:
-            problems.append(f"{copy}: not an executed copy (papermill did not write it)")
+            problems.append(f"{executed}: not an executed copy (papermill did not write it)")
         elif run.get("exception"):
-            problems.append(f"{copy}: its run failed; fix the notebook and run it again")
+            problems.append(f"{executed}: its run failed; fix the notebook and run it again")
         else:
-            found.append(copy)
+            found.append(executed)
     if problems:
         raise SiteError("the site shows the executed notebooks, and some are missing; run `make course` first "
                         "(it writes them to outputs/course/), or pass --notebooks FOLDER:\n  " + "\n  ".join(problems))
@@ -201,7 +204,7 @@ def notebooks_section(notebooks: list[Path], readme_text: str, repository: str) 
     described = {match["stem"]: match["text"] for match in README_ROW.finditer(readme_text)}
     rows = []
     for path in notebooks:
-        title = _notebook_title(json.loads(path.read_text(encoding="utf-8")), path.stem)
+        title = _notebook_title(read_notebook(path), path.stem)
         colab = f"[![Open In Colab]({LOCAL_BADGE})]({colab_url(repository, f'notebooks/{path.name}')})"
         rows.append(f"| [{title}](notebooks/{path.name}) | {colab} | {described.get(path.stem, '')} |")
     section = readme_text.split("\n## The notebooks\n", 1)
@@ -246,9 +249,9 @@ def staged_notebook(notebook: dict, repository: str, name: str) -> dict:
     own (``display_math_as_blocks``); the numbers a notebook records for its tests
     (``gloss_lite.course.records``) keep only their text, which is what Jupyter shows of them too.
     """
-    copy = json.loads(json.dumps(notebook))
+    staged = copy.deepcopy(notebook)
     badge = f"[![Open In Colab](../{LOCAL_BADGE})]({colab_url(repository, f'notebooks/{name}')})"
-    for cell in copy["cells"]:
+    for cell in staged["cells"]:
         if cell["cell_type"] == "markdown":
             text = BADGE_PATTERN.sub(lambda _: badge, "".join(cell["source"]))
             cell["source"] = display_math_as_blocks(text.replace(BADGE_IMAGE, f"../{LOCAL_BADGE}"))
@@ -256,7 +259,7 @@ def staged_notebook(notebook: dict, repository: str, name: str) -> dict:
             for output in cell["outputs"]:
                 output.get("data", {}).pop(RECORD_MIME_TYPE, None)
             cell["outputs"] = [output for output in cell["outputs"] if output.get("data", True)]
-    return copy
+    return staged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +313,7 @@ def stage(notebooks: list[Path], build_dir: Path, *, sources: Path = SITE_SOURCE
         shutil.copy2(table, source / "_results" / table.name)
     (source / "notebooks").mkdir()
     for path in notebooks:
-        notebook = staged_notebook(json.loads(path.read_text(encoding="utf-8")), repository, path.name)
+        notebook = staged_notebook(read_notebook(path), repository, path.name)
         (source / "notebooks" / path.name).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n",
                                                       encoding="utf-8")
     return source

@@ -15,6 +15,18 @@ from .inputs import choice, embeddings, randint, sigma_cases
 RULES = ("sigma_sqrt", "sigma_dicm", "pairwise_distances", "estimate")
 
 
+def ask_sigma(student, where: str, *args) -> float:
+    """The student's sigma on one input, refused unless it is a positive finite number."""
+    sigma = ask(student, where, *args)
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError, RuntimeError):
+        raise Mismatch(f"expected a number (sigma), got {describe(sigma)}\n  on {where}") from None
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise Mismatch(f"sigma must be a positive number, got {sigma}\n  on {where}")
+    return sigma
+
+
 # 04.2 · a sigma for a chosen number of neighbours ---------------------------------------------
 
 def mean_effective_neighbours(points: torch.Tensor, sigma: float) -> float:
@@ -46,13 +58,7 @@ def check_neighbours_sigma(student, generator) -> int:
         points = embeddings(n, d, generator)
         k = round(1.5 + (n - 3.5) * torch.rand((), generator=generator).item(), 2)
         where = f"input {number} of {tried}: {n} x {d} embeddings, k={k}"
-        sigma = ask(student, where, points, k)
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError, RuntimeError):
-            raise Mismatch(f"expected a number (sigma), got {describe(sigma)}\n  on {where}") from None
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise Mismatch(f"sigma must be a positive number, got {sigma}\n  on {where}")
+        sigma = ask_sigma(student, where, points, k)
         measured = mean_effective_neighbours(points, sigma)
         if abs(measured - k) > 1e-3 * k:
             raise Mismatch(f"with your sigma = {sigma:.6g} the mean effective number of neighbours is "
@@ -66,13 +72,7 @@ def check_median_weight(student, generator) -> int:
     for number, (description, (points,)) in enumerate(drawn, start=1):
         weight = choice([0.1, 0.25, 0.5, 0.9], generator)
         where = f"input {number} of {len(drawn)}: {description}, weight={weight}"
-        sigma = ask(student, where, points, weight)
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError, RuntimeError):
-            raise Mismatch(f"expected a number (sigma), got {describe(sigma)}\n  on {where}") from None
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise Mismatch(f"sigma must be a positive number, got {sigma}\n  on {where}")
+        sigma = ask_sigma(student, where, points, weight)
         affinity = gaussian_affinity(points, sigma)
         upper = torch.triu_indices(len(affinity), len(affinity), offset=1)
         median = affinity[upper[0], upper[1]].median().item()

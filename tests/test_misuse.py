@@ -149,4 +149,4 @@ def test_a_run_stopped_part_way_leaves_no_copy_that_looks_executed(tmp_path, mon
     monkeypatch.setattr(papermill, "execute_notebook", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_notebook(path, tmp_path / "out", cell_timeout=60)
-    assert [p.name for p in (tmp_path / "out").iterdir()] == [f".{path.name}.partial"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f".{path.stem}.partial.ipynb"]

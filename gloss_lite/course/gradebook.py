@@ -34,7 +34,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .notebooks import write_atomically
+from .notebooks import UMASK, write_atomically
 
 RECORD = ".gloss-lite-grades.json"
 GRADES = "grades.csv"
@@ -283,6 +283,7 @@ class Gradebook:
             for name, data in files.items():
                 handle, temporary = tempfile.mkstemp(dir=(self.folder / name).parent, prefix=".gloss-lite-")
                 staged[name] = temporary
+                os.chmod(temporary, 0o666 & ~UMASK)
                 with os.fdopen(handle, "wb") as out:
                     out.write(data)
                     out.flush()

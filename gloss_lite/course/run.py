@@ -24,7 +24,7 @@ What the runner refuses, before it runs anything (``CourseError``, a ``ValueErro
   pass ``cell_timeout=None`` to ``run_notebook`` for that, on purpose);
 - two notebooks of one name (from two folders) for one output folder.
 
-A notebook runs into a hidden ``.NAME.ipynb.partial`` file and becomes ``NAME.ipynb`` only once
+A notebook runs into a hidden ``.NAME.partial.ipynb`` file and becomes ``NAME.ipynb`` only once
 papermill has finished it (every cell run, or stopped at a failing cell, which it records), so a
 run killed part-way never leaves a copy that looks executed.
 
@@ -189,7 +189,7 @@ def run_notebook(
     import papermill  # here, not at the top: the course's other tools work without it
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")  # what a run stopped part-way leaves: hidden
+    partial = output.with_name(f".{output.stem}.partial.ipynb")  # what a run stopped part-way leaves: hidden
     partial.unlink(missing_ok=True)
     os.environ["MPLBACKEND"] = INLINE_BACKEND
     try:

@@ -61,6 +61,7 @@ from .notebooks import (
     notebook_text,
     read_notebook,
     source_lines,
+    write_atomically,
     write_notebook,
 )
 from .run import NOTEBOOK_DIR, ROOT, notebook_paths
@@ -248,11 +249,11 @@ def write_student_copies(output: Path = STUDENT_DIR,
     written = []
     for name, data in copies.items():
         target = output / name
-        target.write_bytes(data)
+        write_atomically(target, data)
         written.append(target)
-    (output / MANIFEST).write_text(json.dumps(
+    write_atomically(output / MANIFEST, (json.dumps(
         {"written by": "python -m gloss_lite.course.classroom student",
-         "files": {name: _digest(data) for name, data in copies.items()}}, indent=1) + "\n", encoding="utf-8")
+         "files": {name: _digest(data) for name, data in copies.items()}}, indent=1) + "\n").encode("utf-8"))
     return written, removed
 
 

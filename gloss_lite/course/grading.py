@@ -24,8 +24,9 @@ below it, is ended when its exercise is graded. An exercise with parts earns par
 exercise's solution cells and check together, ``--notebook-timeout`` for a whole submission,
 ``--memory-mb`` of address space per worker.
 
-**Its limits.** This is *not* a security sandbox. The worker runs as you; where Linux's Landlock
-is not available (another system, a kernel before 5.13, some containers) its file rules are
+**Its limits.** The grader runs on Linux (it forks its workers from a zygote and hands them Unix
+sockets); elsewhere, grade in a Linux container. This is *not* a security sandbox. The worker runs
+as you; where Landlock is not available (a kernel before 5.13, some containers) its file rules are
 Python's audit hooks only, which native code (a C library reading a file) does not pass through.
 Grade untrusted code in a container without network, for example::
 

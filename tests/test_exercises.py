@@ -63,6 +63,15 @@ def harmonic(T, labels, mask, C):
     return torch.linalg.inv(A) @ T[u][:, v] @ F.one_hot(labels[v], C).to(T.dtype)
 
 
+def stratified(labels, gamma, generator):
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for cls in labels.unique():
+        members = (labels == cls).nonzero().flatten()
+        keep = min(max(round(gamma * len(members)), 1), len(members) - 1)
+        mask[members[torch.randperm(len(members), generator=generator)[:keep]]] = True
+    return mask
+
+
 def broken_step(counts, gamma):  # by counting the k-subsets that keep every class visible
     n = sum(counts)
     k = math.ceil(gamma * n)
@@ -227,9 +236,10 @@ CORRECT = {
     "02.1": lpa_iteration,
     "02.2": harmonic,
     "02.3": soft_clamp,
-    "03.1": broken_step,
+    "03.1": stratified,
     "03.2": g_loss_parts,
-    "03.3": authors_range,
+    "03.3": broken_step,
+    "03.4": authors_range,
     "04.1": sqrt_rule,
     "04.2": neighbours_sigma,
     "04.3": median_weight_sigma,
@@ -246,6 +256,14 @@ CORRECT = {
     "08.2": ce_scales,
     "08.3": balanced_batch,
 }
+
+
+def first_k_mask(labels, gamma, generator):  # the right counts, but never random
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for cls in labels.unique():
+        members = (labels == cls).nonzero().flatten()
+        mask[members[: min(max(round(gamma * len(members)), 1), len(members) - 1)]] = True
+    return mask
 
 
 def step_without_zero_grad(encoder, head, optimizer, x, y, mask, sigma, lam, C):
@@ -268,9 +286,10 @@ MISTAKES = {
     "02.2": (lambda T, y, m, C: harmonic(T, y, m, C).repeat(2, 1), "expected shape"),
     "02.3": (lambda T, Y, a: torch.linalg.solve(torch.eye(len(T), dtype=T.dtype) - a * T, Y),
              "largest difference"),  # the (1 - alpha) forgotten
-    "03.1": (one_class_at_a_time, "yours"),
+    "03.1": (first_k_mask, "all gave the same mask"),
     "03.2": (lambda e, y, m, s, C: g_loss_parts(e, y, m, s, C).detach(), "carries no gradient"),
-    "03.3": (lambda C: (math.log(1 + (C - 1) / math.e), math.log(C)), "the highest is not"),  # log C
+    "03.3": (one_class_at_a_time, "yours"),
+    "03.4": (lambda C: (math.log(1 + (C - 1) / math.e), math.log(C)), "the highest is not"),  # log C
     "04.1": (lambda e: sqrt_rule(e) ** 2, "yours"),
     "04.2": (lambda e, k: sqrt_rule(e), "mean effective number of neighbours is"),  # SQRT
     "04.3": (lambda e, w: float(distances_upper(e)[0].median() / math.sqrt(-math.log(w))),

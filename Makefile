@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 # torch's CPU wheel, pinned in the same pip command as everything that depends on torch
 TORCH  := torch==2.13.0
 
-.PHONY: install course test site student lint clean
+.PHONY: install course test site student handout lint clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ site: install
 
 student: install
 	$(PY) -m gloss_lite.course.classroom student --output student
+
+# what a class gets: the student copies and the student build of the website (after make course)
+handout: install
+	$(PY) -m gloss_lite.course.handout --notebooks outputs/course --output handout
 
 lint: install
 	$(PY) -m ruff check .

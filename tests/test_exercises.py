@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import optimize as scipy_optimize
 from scipy import stats as scipy_stats
 
 import gloss_lite.sigma
@@ -71,6 +72,21 @@ def stratified(labels, gamma, generator):
     return mask
 
 
+def broken_step(counts, gamma):  # by counting the k-subsets that keep every class visible
+    n = sum(counts)
+    k = math.ceil(gamma * n)
+    ways = [1] + [0] * k  # ways[j]: subsets of j nodes, at least one from every class so far
+    for m in counts:
+        ways = [sum(ways[j - t] * math.comb(m, t) for t in range(1, min(m, j) + 1)) for j in range(k + 1)]
+    return 1 - ways[k] / math.comb(n, k)
+
+
+def one_class_at_a_time(counts, gamma):  # adds the classes' chances as if they never coincided
+    n = sum(counts)
+    k = math.ceil(gamma * n)
+    return sum(math.comb(n - m, k) / math.comb(n, k) for m in counts)
+
+
 def propagated(e, y, m, s, C):
     return propagate(transition_matrix(gaussian_affinity(e, s), "gloss"), y, m, C)
 
@@ -79,8 +95,10 @@ def g_loss_parts(e, y, m, s, C):
     return -propagated(e, y, m, s, C)[~m, y[~m]].log().mean()
 
 
-def authors_parts(e, y, m, s, C):
-    return F.cross_entropy(propagated(e, y, m, s, C)[~m], y[~m])
+def authors_range(C):  # the authors' loss at every one-hot row, true class 0
+    losses = F.cross_entropy(torch.eye(C, dtype=torch.float64), torch.zeros(C, dtype=torch.long),
+                             reduction="none")
+    return losses.min().item(), losses.max().item()
 
 
 def sqrt_rule(e):
@@ -88,9 +106,14 @@ def sqrt_rule(e):
     return float((d.median() / 3).sqrt())
 
 
-def dicm_rule(e, y):
-    d, i, j = distances_upper(e)
-    return float(d[y[i] != y[j]].min() / 3)
+def neighbours_sigma(e, k):  # Brent's method on log sigma
+    from gloss_lite.explorer import effective_neighbours
+
+    def gap(log_sigma):
+        T = transition_matrix(gaussian_affinity(e, math.exp(log_sigma), log=True), "gloss", log=True)
+        return effective_neighbours(T).mean().item() - k
+
+    return math.exp(scipy_optimize.brentq(gap, math.log(1e-3), math.log(1e3), xtol=1e-12))
 
 
 def training_step(encoder, head, optimizer, x, y, mask, sigma, lam, C):
@@ -215,9 +238,10 @@ CORRECT = {
     "02.3": soft_clamp,
     "03.1": stratified,
     "03.2": g_loss_parts,
-    "03.3": authors_parts,
+    "03.3": broken_step,
+    "03.4": authors_range,
     "04.1": sqrt_rule,
-    "04.2": dicm_rule,
+    "04.2": neighbours_sigma,
     "04.3": median_weight_sigma,
     "05.1": training_step,
     "05.2": transductive,
@@ -264,9 +288,10 @@ MISTAKES = {
              "largest difference"),  # the (1 - alpha) forgotten
     "03.1": (first_k_mask, "all gave the same mask"),
     "03.2": (lambda e, y, m, s, C: g_loss_parts(e, y, m, s, C).detach(), "carries no gradient"),
-    "03.3": (g_loss_parts, "yours"),  # the NLL target instead of the authors'
+    "03.3": (one_class_at_a_time, "yours"),
+    "03.4": (lambda C: (math.log(1 + (C - 1) / math.e), math.log(C)), "the highest is not"),  # log C
     "04.1": (lambda e: sqrt_rule(e) ** 2, "yours"),
-    "04.2": (lambda e, y: float(distances_upper(e)[0].min() / 3), "yours"),  # any pair
+    "04.2": (lambda e, k: sqrt_rule(e), "mean effective number of neighbours is"),  # SQRT
     "04.3": (lambda e, w: float(distances_upper(e)[0].median() / math.sqrt(-math.log(w))),
              "the median weight of the graph is"),  # the 2 forgotten
     "05.1": (step_without_zero_grad, "step 2"),

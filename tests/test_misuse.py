@@ -124,3 +124,29 @@ def test_cell_timeout_zero_is_refused_on_the_command_line(capsys):
         main(["--cell-timeout", "0"])
     assert exit_info.value.code == 2
     assert "the limit must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_two_notebooks_of_one_name_for_one_output_are_refused_before_anything_runs(tmp_path, capsys):
+    first, second = write_notebook(tmp_path / "a"), write_notebook(tmp_path / "b")
+    assert main(["--output", str(tmp_path / "out"), str(first), str(second)]) == 2
+    error = capsys.readouterr().err
+    assert f"{first} and {second} would both be written to {tmp_path / 'out' / first.name}" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_stopped_part_way_leaves_no_copy_that_looks_executed(tmp_path, monkeypatch):
+    import papermill
+
+    path = write_notebook(tmp_path / "src")
+
+    def interrupted(source, output, **settings):  # papermill saves as it goes, then the run is stopped
+        notebook = json.loads(open(source).read())
+        notebook["metadata"]["papermill"] = {"output_path": output, "end_time": "2025-01-01T00:00:00",
+                                             "exception": None}
+        open(output, "w").write(json.dumps(notebook))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_notebook(path, tmp_path / "out", cell_timeout=60)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f".{path.stem}.partial.ipynb"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gloss_lite.course import site as site_builder
 from gloss_lite.course.classroom import colab_url, repository_url
 from gloss_lite.course.run import notebook_paths
 from gloss_lite.course.site import (
@@ -29,7 +30,9 @@ from gloss_lite.course.site import (
     executed_notebooks,
     missing_site_tools,
     public_modules,
+    publish,
     results_page,
+    stage,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,13 +51,25 @@ def test_missing_executed_notebooks_say_run_make_course(tmp_path):
         executed_notebooks(tmp_path, sources=NOTEBOOKS[:1])
 
 
-def test_build_refuses_to_write_into_the_sources(tmp_path):
-    folder = tmp_path / "executed"
+def fake_executed(folder, *, finished=True):
+    """Copies of the course notebooks that look executed by papermill (no outputs: nothing runs here)."""
     folder.mkdir()
     for path in NOTEBOOKS:
         notebook = json.loads(path.read_text(encoding="utf-8"))
-        notebook["metadata"]["papermill"] = {"output_path": str(folder / path.name)}
+        notebook["metadata"]["papermill"] = {"output_path": str(folder / path.name), "exception": None,
+                                             "end_time": "2025-01-01T00:00:00" if finished else None}
         (folder / path.name).write_text(json.dumps(notebook), encoding="utf-8")
+    return folder
+
+
+def test_a_run_stopped_part_way_is_not_taken_for_an_executed_copy(tmp_path):
+    folder = fake_executed(tmp_path / "executed", finished=False)
+    with pytest.raises(SiteError, match="its run did not finish"):
+        executed_notebooks(folder)
+
+
+def test_build_refuses_to_write_into_the_sources(tmp_path):
+    folder = fake_executed(tmp_path / "executed")
     with pytest.raises(SiteError, match="refusing"):
         build_site(folder, NOTEBOOKS[0].parent / "site", build_dir=tmp_path / "build")
     stranger = tmp_path / "mine"
@@ -84,6 +99,69 @@ def test_results_page_with_and_without_a_summary(tmp_path):
     assert page.count("\n# ") + page.startswith("# ") == 1, "one title; the summary's headings go one level down"
     assert "## Summary of run.csv" in page and "### Scores" in page
     assert re.search(r"\| \{download\}`run.csv <_results/run.csv>` \| 3 \| `dataset`, `seed` \|", page)
+
+
+def test_a_results_file_that_is_not_utf8_is_named_in_the_error(tmp_path):
+    (tmp_path / "run_summary.md").write_text("# Summary\n", encoding="utf-8")
+    (tmp_path / "run.csv").write_bytes("dataset,accuracy\nr\xe9sum\xe9,0.9\n".encode("latin-1"))
+    with pytest.raises(SiteError, match=r"run.csv is not UTF-8 text \(byte \d+\); save it as UTF-8"):
+        results_page(tmp_path)
+
+
+def test_publishing_replaces_the_builders_files_and_keeps_everything_else(tmp_path):
+    first, second, output = tmp_path / "first", tmp_path / "second", tmp_path / "site"
+    for folder, pages in ((first, ["index.html", "old.html", "_static/a.css"]), (second, ["index.html", "new.html"])):
+        for page in pages:
+            (folder / page).parent.mkdir(parents=True, exist_ok=True)
+            (folder / page).write_text(f"{folder.name} {page}")
+    publish(first, output)
+    (output / ".nojekyll").write_text("")
+    (output / ".git").mkdir()
+    (output / ".git" / "HEAD").write_text("ref: refs/heads/gh-pages")
+    publish(second, output)
+    files = sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file())
+    assert files == [".git/HEAD", ".gloss-lite-site.json", ".nojekyll", "index.html", "new.html"]
+    assert (output / "index.html").read_text() == "second index.html"
+
+
+def test_a_failed_build_leaves_the_previous_site_and_your_files(tmp_path, monkeypatch):
+    if missing_site_tools():
+        pytest.skip("the site tools are not installed")
+    folder = fake_executed(tmp_path / "executed")
+    output = tmp_path / "site"
+    output.mkdir()
+    for name, text in {".buildinfo": "sphinx", "index.html": "the previous site", ".nojekyll": ""}.items():
+        (output / name).write_text(text)
+
+    def broken_stage(notebooks, build_dir, **settings):
+        source = build_dir / "source"
+        source.mkdir(parents=True)
+        (build_dir / site_builder.BUILD_MARKER).write_text("")
+        (source / "conf.py").write_text("raise RuntimeError('a broken configuration')\n")
+        return source
+
+    monkeypatch.setattr(site_builder, "stage", broken_stage)
+    with pytest.raises(SiteError, match=r"Sphinx failed .*was left as it was"):
+        build_site(folder, output, build_dir=tmp_path / "build")
+    assert {p.name: p.read_text() for p in output.iterdir()} == {
+        ".buildinfo": "sphinx", "index.html": "the previous site", ".nojekyll": ""}
+
+
+def test_the_student_build_shows_no_solution_model_answer_or_instructor_link(tmp_path):
+    folder = fake_executed(tmp_path / "executed")
+    executed = sorted(folder.glob("*.ipynb"))
+    source = stage(executed, tmp_path / "build", student=True)
+    repository = repository_url()
+    for path in (source / "notebooks").glob("*.ipynb"):
+        text = path.read_text(encoding="utf-8")
+        assert "### BEGIN SOLUTION" not in text and "### YOUR CODE BELOW" in text, path.name
+        assert "Model answers" not in text and "colab.research.google.com" not in text, path.name
+    assert "colab.research.google.com" not in (source / "_include" / "notebooks.md").read_text()
+    assert '"use_edit_page_button": False' in (source / "conf.py").read_text()
+    assert not any("course.exercises" in page.name for page in (source / "api").iterdir())
+    full = stage(executed, tmp_path / "full")
+    assert any("### BEGIN SOLUTION" in p.read_text(encoding="utf-8") for p in (full / "notebooks").iterdir())
+    assert colab_url(repository, f"notebooks/{NOTEBOOKS[0].name}") in (full / "_include" / "notebooks.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------

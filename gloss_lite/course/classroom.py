@@ -63,6 +63,7 @@ from .notebooks import (
     notebook_text,
     read_notebook,
     source_lines,
+    write_atomically,
     write_notebook,
 )
 from .run import NOTEBOOK_DIR, ROOT, notebook_paths
@@ -153,11 +154,13 @@ def has_solutions(source: str) -> bool:
     return any(line.strip() == BEGIN for line in source.split("\n"))
 
 
-def student_notebook(notebook: dict, *, name: str = "notebook") -> dict:
+def student_notebook(notebook: dict, *, name: str = "notebook", keep_outputs: bool = False) -> dict:
     """The student copy of an instructor notebook (a new dict; the input is left as it was).
 
     Solutions become stubs, model answers are dropped, outputs cleared, the Colab badge removed; a
-    solution cell's metadata gets the digest of its frame, for the grader.
+    solution cell's metadata gets the digest of its frame, for the grader. ``keep_outputs=True``
+    (the student build of the website, from executed notebooks) keeps the outputs of every cell
+    but the exercises' solution and check cells.
     """
     student = copy.deepcopy(notebook)
     cells = []
@@ -171,7 +174,8 @@ def student_notebook(notebook: dict, *, name: str = "notebook") -> dict:
                 cell["source"] = source_lines(stripped)
             if (exercise_role(cell) or ("", ""))[1] == "solution":
                 cell["metadata"]["gloss_lite"]["frame"] = frame_digest(stripped)
-            cell["outputs"], cell["execution_count"] = [], None
+            if not keep_outputs or stripped != source or exercise_role(cell):
+                cell["outputs"], cell["execution_count"] = [], None
         elif BADGE_PATTERN.search(source):
             without = re.sub(r"\n*" + BADGE_PATTERN.pattern + r"\n*", "\n\n", source, count=1)
             cell["source"] = source_lines(without.rstrip("\n") if without.endswith("\n\n") else without)
@@ -247,11 +251,11 @@ def write_student_copies(output: Path = STUDENT_DIR,
     written = []
     for name, data in copies.items():
         target = output / name
-        target.write_bytes(data)
+        write_atomically(target, data)
         written.append(target)
-    (output / MANIFEST).write_text(json.dumps(
+    write_atomically(output / MANIFEST, (json.dumps(
         {"written by": "python -m gloss_lite.course.classroom student",
-         "files": {name: _digest(data) for name, data in copies.items()}}, indent=1) + "\n", encoding="utf-8")
+         "files": {name: _digest(data) for name, data in copies.items()}}, indent=1) + "\n").encode("utf-8"))
     return written, removed
 
 

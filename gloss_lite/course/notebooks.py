@@ -19,6 +19,8 @@ from pathlib import Path
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENT_BEGIN, STUDENT_END = "### YOUR CODE BELOW", "### YOUR CODE ABOVE"
 MODEL_ANSWER_TAG = "model-answers"
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 ROLES = ("solution", "check")
@@ -121,6 +123,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
+        os.chmod(temporary, 0o666 & ~UMASK)  # as open() would create it, not mkstemp's 0o600
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()

@@ -1,9 +1,13 @@
-"""Numbers a notebook reports, for its readers and for the tests that execute it.
+"""Numbers a notebook reports to its checks, stored in the notebook's outputs without being shown.
 
-``record("frozen_lr_accuracy", 0.93)`` shows the value in the notebook and stores it in the
-cell's output under a MIME type of its own. After papermill has run a notebook,
-``read_records(path)`` collects every recorded value, so a test can check numbers (an accuracy
-above a floor, a difference below a tolerance) without comparing printed text.
+``record("frozen_lr_accuracy", 0.93)`` stores the value in the cell's output under a MIME type of
+its own and nothing else, so the reader sees nothing (JupyterLab and Colab show no output they
+have no renderer for, and the course's website drops it): a notebook shows its numbers in its own
+words, a table or a figure, and records them for the checks. After papermill has run a notebook,
+``read_records(path)`` collects every recorded value, so a test (``python -m gloss_lite.course``,
+``tests/test_notebooks.py``) checks the numbers (an accuracy above a floor, a difference below a
+tolerance) without reading printed text. Outside a notebook (plain Python, no IPython kernel),
+``record`` prints ``name = value``, the only place such a value can go.
 """
 
 from __future__ import annotations
@@ -16,21 +20,29 @@ from .notebooks import cells, read_notebook
 MIME_TYPE = "application/vnd.gloss-lite.record+json"
 
 
+def _in_a_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 def record(name: str, value) -> None:
-    """Show ``name = value`` and store it in the notebook's output (``value``: a number, bool or string)."""
+    """Store ``name = value`` in the notebook's output, unseen (``value``: a number, bool or string)."""
     if hasattr(value, "item"):
         value = value.item()
     if not isinstance(value, (int, float, bool, str)):
         raise ValueError(f"record {name!r}: value must be a number, bool or string, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         value = str(value)  # JSON has no NaN/Inf; a test reading it fails clearly on the string
-    text = f"{name} = {value:.6g}" if isinstance(value, float) else f"{name} = {value}"
-    try:
-        from IPython.display import display
-    except ImportError:  # plain Python: just print
-        print(text)
+    if not _in_a_kernel():
+        print(f"{name} = {value:.6g}" if isinstance(value, float) else f"{name} = {value}")
         return
-    display({MIME_TYPE: {name: value}, "text/plain": text}, raw=True)
+    from IPython.display import display
+
+    display({MIME_TYPE: {name: value}}, raw=True)
 
 
 def read_records(notebook: str | Path | dict) -> dict:

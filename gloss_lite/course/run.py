@@ -21,7 +21,12 @@ What the runner refuses, before it runs anything (``CourseError``, a ``ValueErro
   instructor notebooks with outputs and pinned parameters), and any existing file it would
   overwrite that an earlier run of papermill did not write to that same path;
 - a cell time limit that is not a positive number of seconds (papermill reads 0 as no limit;
-  pass ``cell_timeout=None`` to ``run_notebook`` for that, on purpose).
+  pass ``cell_timeout=None`` to ``run_notebook`` for that, on purpose);
+- two notebooks of one name (from two folders) for one output folder.
+
+A notebook runs into a hidden ``.NAME.partial.ipynb`` file and becomes ``NAME.ipynb`` only once
+papermill has finished it (every cell run, or stopped at a failing cell, which it records), so a
+run killed part-way never leaves a copy that looks executed.
 
 The command line checks every notebook first and stops before starting if any is refused, so a
 run never stops half-way for a typo.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import json
 import os
 import sys
 import time
@@ -183,17 +189,40 @@ def run_notebook(
     import papermill  # here, not at the top: the course's other tools work without it
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial.ipynb")  # what a run stopped part-way leaves: hidden
+    partial.unlink(missing_ok=True)
     os.environ["MPLBACKEND"] = INLINE_BACKEND
-    papermill.execute_notebook(
-        str(path),
-        str(output),
-        parameters=parameters or {},
-        cwd=str(path.parent),
-        kernel_name="python3",
-        execution_timeout=cell_timeout,
-        progress_bar=False,
-    )
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(partial),
+            parameters=parameters or {},
+            cwd=str(path.parent),
+            kernel_name="python3",
+            execution_timeout=cell_timeout,
+            progress_bar=False,
+        )
+    except papermill.PapermillExecutionError:  # a cell failed: the copy records it, and the site refuses it
+        _publish_finished_run(partial, output)
+        raise
+    _publish_finished_run(partial, output)
     return output
+
+
+def _publish_finished_run(partial: Path, output: Path) -> None:
+    """Move a run that papermill finished (every cell run, or stopped at a failing cell) from ``partial``
+    to ``output``. A run interrupted or killed part-way never gets here: it stays in the hidden
+    ``partial`` file, never taken for an executed copy."""
+    try:
+        notebook = notebooks.read_notebook(partial)
+        run = notebook["metadata"]["papermill"]
+    except (NotebookError, KeyError, TypeError):
+        return
+    if not run.get("end_time"):
+        return
+    run["output_path"] = str(output)
+    notebooks.write_atomically(output, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    partial.unlink()
 
 
 def check_records(records: dict, checks: dict) -> list[str]:
@@ -244,8 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every course notebook")
     args = parser.parse_args(argv)
     given = {name: _literal(value) for name, value in args.parameter}
-    plan, problems, used = [], [], set()
+    plan, problems, used, targets = [], [], set(), {}
     for path in args.notebooks or notebook_paths():  # check everything before running anything
+        target = Path(args.output).resolve() / Path(path).name
+        if target in targets:
+            problems.append(f"{targets[target]} and {path} would both be written to {target}; run them into "
+                            f"separate --output folders")
+            continue
+        targets[target] = path
         try:
             meta = course_metadata(path)
             declared = declared_parameters(path) or {}

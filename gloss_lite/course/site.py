@@ -27,10 +27,11 @@ import argparse
 import ast
 import copy
 import csv
+import hashlib
 import importlib.util
+import io
 import json
 import os
-import pkgutil
 import re
 import shutil
 import subprocess
@@ -38,8 +39,8 @@ import sys
 import time
 from pathlib import Path
 
-from .classroom import BADGE_IMAGE, BADGE_PATTERN, colab_url, repository_url
-from .notebooks import NotebookError, read_notebook
+from .classroom import BADGE_IMAGE, BADGE_PATTERN, colab_url, repository_url, student_notebook
+from .notebooks import NotebookError, read_notebook, write_atomically
 from .records import MIME_TYPE as RECORD_MIME_TYPE
 from .run import ROOT, notebook_paths
 
@@ -56,6 +57,16 @@ README_ROW = re.compile(
     r"^\|\s*\[`(?P<stem>\d\d_\w+)`\]\(notebooks/(?P=stem)\.ipynb\)\s*\|[^|\n]*\|\s*(?P<text>.*?)\s*\|\s*$", re.M)
 
 
+SITE_RECORD = ".gloss-lite-site.json"
+# The student build: what a class may see. Notebook pages are the student copies (stubs for the
+# solutions, no model answers) with the outputs of every other cell; no Colab, repository or edit
+# link (they lead to the instructor's notebooks); no API page of the course's exercise catalogue.
+STUDENT_HIDDEN_MODULES = ("gloss_lite.course.exercises",)
+STUDENT_CONF = """
+
+# The student build (python -m gloss_lite.course.site --student): no link to the instructor's notebooks
+html_theme_options.update({"use_repository_button": False, "use_edit_page_button": False, "launch_buttons": {}})
+"""
 SITE_TOOLS = ("sphinx", "myst_nb", "sphinx_book_theme", "sphinx-mathjax-offline")  # the `site` extra
 
 
@@ -76,7 +87,7 @@ def executed_notebooks(folder: Path, sources: list[Path] | None = None) -> list[
     """The executed copy in ``folder`` of every course notebook, in teaching order.
 
     ``SiteError`` naming each notebook that has no copy there, a copy that papermill did not
-    execute, or one whose run failed, with what to run.
+    execute, one whose run failed or did not finish, with what to run.
     """
     folder = Path(folder)
     sources = notebook_paths() if sources is None else sources
@@ -98,6 +109,8 @@ def executed_notebooks(folder: Path, sources: list[Path] | None = None) -> list[
             problems.append(f"{executed}: not an executed copy (papermill did not write it)")
         elif run.get("exception"):
             problems.append(f"{executed}: its run failed; fix the notebook and run it again")
+        elif not run.get("end_time"):
+            problems.append(f"{executed}: its run did not finish (it was stopped part-way); run it again")
         else:
             found.append(executed)
     if problems:
@@ -106,30 +119,37 @@ def executed_notebooks(folder: Path, sources: list[Path] | None = None) -> list[
     return found
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _module_file(module: str) -> Path:
+    """The file of a module of the package (``gloss_lite.course.site``), found without importing it."""
+    relative = PACKAGE_DIR.joinpath(*module.split(".")[1:])
+    return relative / "__init__.py" if relative.is_dir() else relative.with_suffix(".py")
+
+
 def public_modules(package: str = "gloss_lite") -> list[str]:
     """The public modules of ``package`` and of its subpackages (names without a leading underscore), sorted.
 
-    Found in the package's folder, so a new module gets its API page without edits here. A
-    subpackage is listed by its modules; a folder without an ``__init__.py`` (the installed
-    dataset, ``course_data``) is data, not a module.
+    Found in the package's folder, without importing anything, so a new module gets its API page
+    without edits here. A subpackage is listed by its modules; a folder without an ``__init__.py``
+    (the installed dataset, ``course_data``) is data, not a module.
     """
-    spec = importlib.util.find_spec(package)
+    folder = _module_file(package).parent
     names = []
-    for info in pkgutil.iter_modules(spec.submodule_search_locations):
-        if info.name.startswith("_"):
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("_"):
             continue
-        if info.ispkg:
-            if (Path(info.module_finder.path) / info.name / "__init__.py").is_file():
-                names.extend(public_modules(f"{package}.{info.name}"))
-            continue
-        names.append(f"{package}.{info.name}")
+        if entry.is_dir() and (entry / "__init__.py").is_file():
+            names.extend(public_modules(f"{package}.{entry.name}"))
+        elif entry.suffix == ".py":
+            names.append(f"{package}.{entry.stem}")
     return sorted(names)
 
 
 def _module_summary(module: str) -> str:
     """The first line of a module's docstring, read from its file without importing it."""
-    origin = importlib.util.find_spec(module).origin
-    docstring = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8"))) or ""
+    docstring = ast.get_docstring(ast.parse(_module_file(module).read_text(encoding="utf-8"))) or ""
     return docstring.strip().splitlines()[0] if docstring.strip() else ""
 
 
@@ -160,6 +180,15 @@ def _demoted(markdown: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _text(path: Path) -> str:
+    """A results file's text; ``SiteError`` naming the file when it is not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SiteError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8, or remove it from "
+                        f"results/, then build again") from None
+
+
 def results_page(results_dir: Path, files_folder: str = "_results") -> tuple[str, list[Path]]:
     """The page of reproduction results and the CSV files it offers for download.
 
@@ -178,14 +207,15 @@ def results_page(results_dir: Path, files_folder: str = "_results") -> tuple[str
                 "summary of each results file (test scores over seeds, and each method against CE of its "
                 "recipe, paired by seed, with a verdict per claim of the paper). Notebook 07 reads the same "
                 "files.\n")
-    page.extend(_demoted(path.read_text(encoding="utf-8")) for path in summaries)
+    page.extend(_demoted(_text(path)) for path in summaries)
     if tables:
         page.append("## The results files\n\n| file | rows | columns |\n| --- | --- | --- |")
         for path in tables:
-            with path.open(encoding="utf-8", newline="") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, [])
-                count = sum(1 for _ in reader)
+            try:
+                table = list(csv.reader(io.StringIO(_text(path), newline="")))
+            except csv.Error as error:
+                raise SiteError(f"{path} is not CSV ({error}); fix or remove it, then build again") from None
+            header, count = (table[0] if table else []), max(len(table) - 1, 0)
             page.append(f"| {{download}}`{path.name} <{files_folder}/{path.name}>` | {count} | "
                         f"{', '.join(f'`{column}`' for column in header)} |")
     return "\n".join(page) + "\n", tables
@@ -199,13 +229,17 @@ def _notebook_title(notebook: dict, fallback: str) -> str:
     return fallback
 
 
-def notebooks_section(notebooks: list[Path], readme_text: str, repository: str) -> str:
-    """The home page's table of notebooks (page, Colab link, the README's line) and the README's notes on it."""
+def notebooks_section(notebooks: list[Path], readme_text: str, repository: str | None) -> str:
+    """The home page's table of notebooks (page, Colab link, the README's line) and the README's notes on it.
+
+    ``repository=None`` (the student build): no Colab links, which would open the instructor's copies.
+    """
     described = {match["stem"]: match["text"] for match in README_ROW.finditer(readme_text)}
     rows = []
     for path in notebooks:
         title = _notebook_title(read_notebook(path), path.stem)
-        colab = f"[![Open In Colab]({LOCAL_BADGE})]({colab_url(repository, f'notebooks/{path.name}')})"
+        colab = "" if repository is None else \
+            f"[![Open In Colab]({LOCAL_BADGE})]({colab_url(repository, f'notebooks/{path.name}')})"
         rows.append(f"| [{title}](notebooks/{path.name}) | {colab} | {described.get(path.stem, '')} |")
     section = readme_text.split("\n## The notebooks\n", 1)
     notes = ""
@@ -242,14 +276,15 @@ def display_math_as_blocks(markdown: str) -> str:
     return "\n".join(lines)
 
 
-def staged_notebook(notebook: dict, repository: str, name: str) -> dict:
+def staged_notebook(notebook: dict, repository: str, name: str, *, student: bool = False) -> dict:
     """The executed notebook as the site shows it (a new dict).
 
     The Colab badge gets a local image and keeps its link; display math becomes a block of its
     own (``display_math_as_blocks``); the numbers a notebook records for its tests
-    (``gloss_lite.course.records``) keep only their text, which is what Jupyter shows of them too.
+    (``gloss_lite.course.records``) are not shown. ``student=True``: the student copy of it
+    (``classroom.student_notebook``): stubs for the solutions, no model answers, no badge.
     """
-    staged = copy.deepcopy(notebook)
+    staged = student_notebook(notebook, name=name, keep_outputs=True) if student else copy.deepcopy(notebook)
     badge = f"[![Open In Colab](../{LOCAL_BADGE})]({colab_url(repository, f'notebooks/{name}')})"
     for cell in staged["cells"]:
         if cell["cell_type"] == "markdown":
@@ -280,7 +315,8 @@ def _check_output_folders(output: Path, build_dir: Path, notebooks_dir: Path) ->
             raise SiteError(f"the {role} folder {path} is a file; choose a folder")
     if _inside(output, build_dir) or _inside(build_dir, output):
         raise SiteError(f"the output folder {output} and the build folder {build_dir} must be separate")
-    if output.is_dir() and any(output.iterdir()) and not (output / ".buildinfo").is_file():
+    if output.is_dir() and any(output.iterdir()) and not (output / ".buildinfo").is_file() \
+            and not (output / SITE_RECORD).is_file():
         raise SiteError(f"refusing to replace {output}: it is not empty and holds no Sphinx build; "
                         "choose another output folder")
     if build_dir.is_dir() and any(build_dir.iterdir()) and not (build_dir / BUILD_MARKER).is_file():
@@ -288,8 +324,11 @@ def _check_output_folders(output: Path, build_dir: Path, notebooks_dir: Path) ->
 
 
 def stage(notebooks: list[Path], build_dir: Path, *, sources: Path = SITE_SOURCES, readme: Path = README,
-          results_dir: Path = RESULTS_DIR) -> Path:
-    """Write the Sphinx source tree into ``build_dir/source`` (cleared first); return that folder."""
+          results_dir: Path = RESULTS_DIR, student: bool = False) -> Path:
+    """Write the Sphinx source tree into ``build_dir/source`` (cleared first); return that folder.
+
+    ``student=True``: the student build (see ``STUDENT_CONF``).
+    """
     build_dir = Path(build_dir)
     if build_dir.exists():
         shutil.rmtree(build_dir)
@@ -298,11 +337,14 @@ def stage(notebooks: list[Path], build_dir: Path, *, sources: Path = SITE_SOURCE
     (build_dir / BUILD_MARKER).write_text("written by python -m gloss_lite.course.site\n", encoding="utf-8")
     repository = repository_url(readme)
     readme_text = Path(readme).read_text(encoding="utf-8")
+    modules = [m for m in public_modules() if not (student and m.startswith(STUDENT_HIDDEN_MODULES))]
     generated = {
         "_include/README.md": readme_text,
-        "_include/notebooks.md": notebooks_section(notebooks, readme_text, repository),
-        **api_pages(public_modules()),
+        "_include/notebooks.md": notebooks_section(notebooks, readme_text, None if student else repository),
+        **api_pages(modules),
     }
+    if student:
+        generated["conf.py"] = (source / "conf.py").read_text(encoding="utf-8") + STUDENT_CONF
     results, tables = results_page(results_dir)
     generated["results.md"] = results
     for relative, text in generated.items():
@@ -313,19 +355,46 @@ def stage(notebooks: list[Path], build_dir: Path, *, sources: Path = SITE_SOURCE
         shutil.copy2(table, source / "_results" / table.name)
     (source / "notebooks").mkdir()
     for path in notebooks:
-        notebook = staged_notebook(read_notebook(path), repository, path.name)
+        notebook = staged_notebook(read_notebook(path), repository, path.name, student=student)
         (source / "notebooks" / path.name).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n",
                                                       encoding="utf-8")
     return source
 
 
+def publish(built: Path, output: Path) -> None:
+    """Copy the site Sphinx built into ``output``: each file replaced atomically, the files an earlier
+    build wrote and this one did not removed, and every other file (``.git``, ``.nojekyll``, yours)
+    left alone. ``output/.gloss-lite-site.json`` lists what the builder wrote."""
+    record = output / SITE_RECORD
+    try:
+        earlier = set(json.loads(record.read_text(encoding="utf-8"))["files"]) if record.is_file() else set()
+    except (ValueError, KeyError, TypeError):
+        earlier = set()
+    files = sorted(str(p.relative_to(built)) for p in built.rglob("*") if p.is_file())
+    for relative in files:
+        target = output / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, (built / relative).read_bytes())
+    for relative in sorted(earlier - set(files)):
+        stale = (output / relative).resolve()
+        if isinstance(relative, str) and stale.is_file() and output.resolve() in stale.parents:
+            stale.unlink()
+    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()
+    write_atomically(record, json.dumps({"written by": "python -m gloss_lite.course.site", "files": files,
+                                         "digest": digest}, indent=1).encode("utf-8"))
+
+
 def build_site(notebooks_dir: Path = DEFAULT_NOTEBOOKS, output: Path = DEFAULT_OUTPUT, *,
-               build_dir: Path | None = None, strict: bool = False, results_dir: Path = RESULTS_DIR) -> Path:
+               build_dir: Path | None = None, strict: bool = False, results_dir: Path = RESULTS_DIR,
+               student: bool = False) -> Path:
     """Stage the site and run Sphinx (html); return the path of the home page, ``output/index.html``.
 
-    ``strict=True`` turns every Sphinx warning into an error (the tests build that way). Raises
-    ``SiteError`` before writing anything when a notebook's executed copy is missing or a folder
-    is unsafe, and after a failed build with Sphinx's messages.
+    ``strict=True`` turns every Sphinx warning into an error (the tests build that way);
+    ``student=True`` builds the site to hand to a class (see ``STUDENT_CONF``). Raises ``SiteError``
+    before writing anything when a notebook's executed copy is missing, a results file is not
+    UTF-8 or a folder is unsafe, and after a failed build with Sphinx's messages: Sphinx builds
+    into the build folder, and the output folder changes only once a build has succeeded
+    (``publish``).
     """
     output = Path(output).resolve()
     build_dir = Path(build_dir).resolve() if build_dir is not None else DEFAULT_BUILD_DIR.resolve()
@@ -334,19 +403,20 @@ def build_site(notebooks_dir: Path = DEFAULT_NOTEBOOKS, output: Path = DEFAULT_O
         raise SiteError(f"the site tools are not installed ({', '.join(missing_site_tools())}): "
                         'pip install -e ".[site]" (Python 3.11+), or run `make site`')
     _check_output_folders(output, build_dir, Path(notebooks_dir).resolve())
-    source = stage(notebooks, build_dir, results_dir=results_dir)
-    if output.exists():
-        shutil.rmtree(output)
+    source = stage(notebooks, build_dir, results_dir=results_dir, student=student)
+    html = build_dir / "html"
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", "-d", str(build_dir / "doctrees")]
     if strict:
         command += ["-W", "--keep-going"]
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(command + [str(source), str(output)], env=env, capture_output=True, text=True)
+    done = subprocess.run(command + [str(source), str(html)], env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SiteError(f"Sphinx failed (exit {done.returncode}):\n{done.stderr.strip()[-6000:]}")
+        raise SiteError(f"Sphinx failed (exit {done.returncode}); {output} was left as it was:\n"
+                        f"{done.stderr.strip()[-6000:]}")
     if done.stderr.strip():
         print(done.stderr.strip(), file=sys.stderr)
+    publish(html, output)
     return output / "index.html"
 
 
@@ -359,10 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR,
                         help="folder for the staged sources (default: outputs/site-build)")
     parser.add_argument("--strict", action="store_true", help="fail on any Sphinx warning")
+    parser.add_argument("--student", action="store_true",
+                        help="the student build: no solutions, model answers or links to the instructor's notebooks")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        index = build_site(args.notebooks, args.output, build_dir=args.build_dir, strict=args.strict)
+        index = build_site(args.notebooks, args.output, build_dir=args.build_dir, strict=args.strict,
+                           student=args.student)
     except SiteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,13 +1,15 @@
 """The exercises of notebook 03 · Masking and the loss: the stratified mask, G-Loss from its parts, the
-authors' target."""
+chance that a random mask breaks a step, the range of the authors' loss."""
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import torch
 
 from ...losses import g_loss
-from ...masking import split_mask
-from ..comparing import Exercise, Mismatch, ask, compare, describe
+from ..comparing import Exercise, Mismatch, ask, compare, describe, same_outputs
 from .inputs import choice, graph_case, labels_with_every_class, randint
 
 # 03.1 · the stratified mask ------------------------------------------------------------------
@@ -52,7 +54,7 @@ def check_stratified_mask(student, generator) -> int:
     return tried
 
 
-# 03.2 and 03.3 · G-Loss from its parts -------------------------------------------------------
+# 03.2 · G-Loss from its parts ---------------------------------------------------------------
 
 def g_loss_cases(generator):
     cases = []
@@ -60,20 +62,6 @@ def g_loss_cases(generator):
         points, labels, visible, num_classes, sigma, _ = graph_case(generator)
         cases.append((f"n={len(labels)}, C={num_classes}, {int(visible.sum())} visible, sigma={sigma:.3f}",
                       (points, labels, visible, sigma, num_classes)))
-    return cases
-
-
-def random_mask_cases(generator):
-    """G-Loss inputs under the authors' mask: ``gamma * n`` visible drawn over the whole batch."""
-    cases = []
-    while len(cases) < 4:
-        points, labels, _, num_classes, sigma, _ = graph_case(generator)
-        gamma = choice([0.3, 0.5, 0.7], generator)
-        visible = split_mask(labels, gamma, generator=generator, stratified=False)
-        if set(labels[~visible].tolist()) <= set(labels[visible].tolist()):  # every hidden class seen
-            cases.append((f"n={len(labels)}, C={num_classes}, a random mask of gamma={gamma} "
-                          f"({int(visible.sum())} visible), sigma={sigma:.3f}",
-                          (points, labels, visible, sigma, num_classes)))
     return cases
 
 
@@ -98,8 +86,61 @@ def check_g_loss(student, generator, *, target="nll", cases=g_loss_cases) -> int
     return len(drawn)
 
 
-def check_authors_g_loss(student, generator) -> int:
-    return check_g_loss(student, generator, target="authors", cases=random_mask_cases)
+# 03.3 · the chance of a broken step -----------------------------------------------------------
+
+def broken_step_reference(class_counts, gamma: float) -> float:
+    """P(a random mask leaves some class without a visible member), by inclusion-exclusion.
+
+    The random mask keeps ``k = ceil(gamma n)`` of the ``n`` labels, a uniformly random subset
+    (``split_mask(..., stratified=False)``). A set ``S`` of classes with ``m_S`` members in all is
+    entirely hidden with probability ``C(n - m_S, k) / C(n, k)``, so
+    ``P = sum over non-empty S of (-1)^(|S| + 1) C(n - m_S, k) / C(n, k)``.
+    """
+    counts = [int(m) for m in class_counts]
+    n = sum(counts)
+    k = math.ceil(gamma * n)
+    total = 0.0
+    for size in range(1, len(counts) + 1):
+        for group in itertools.combinations(counts, size):
+            total += (-1) ** (size + 1) * math.comb(n - sum(group), k) / math.comb(n, k)
+    return total
+
+
+def broken_step_cases(generator):
+    cases = []
+    while len(cases) < 5:
+        counts = [randint(1, 8, generator) for _ in range(randint(2, 5, generator))]
+        gamma = choice([0.3, 0.5, 0.7, 0.9], generator)
+        if math.ceil(gamma * sum(counts)) < sum(counts):  # split_mask refuses a mask with no hidden node
+            cases.append((f"class counts {counts}, gamma={gamma}", (counts, gamma)))
+    return cases
+
+
+# 03.4 · the range of the authors' loss ---------------------------------------------------------
+
+def authors_loss_range_reference(num_classes: int) -> tuple[float, float]:
+    """Smallest and largest ``-F_y + log sum_c exp(F_c)`` over the distributions ``F`` on C classes.
+
+    Linear plus convex, so both extremes sit at corners of the simplex: one-hot on the true class
+    gives ``log(1 + (C - 1)/e)``, one-hot on a wrong class ``log(e + C - 1)``.
+    """
+    return math.log(1 + (num_classes - 1) / math.e), math.log(math.e + num_classes - 1)
+
+
+def check_authors_loss_range(student, generator) -> int:
+    sizes = [2] + [randint(3, 60, generator) for _ in range(4)]
+    for number, num_classes in enumerate(sizes, start=1):
+        where = f"input {number} of {len(sizes)}: num_classes={num_classes}"
+        yours = ask(student, where, num_classes)
+        if not isinstance(yours, (tuple, list)) or len(yours) != 2:
+            raise Mismatch(f"expected a pair (lowest, highest), got {describe(yours)}\n  on {where}")
+        lowest, highest = authors_loss_range_reference(num_classes)
+        compare(yours[0], lowest, where + " (the lowest value)", atol=1e-9, rtol=1e-9)
+        try:
+            compare(yours[1], highest, where + " (the highest value)", atol=1e-9, rtol=1e-9)
+        except Mismatch as mismatch:
+            raise Mismatch(f"the lowest value is right, the highest is not: {mismatch}", credit=0.5) from None
+    return len(sizes)
 
 
 EXERCISES = {
@@ -117,12 +158,19 @@ EXERCISES = {
         check_g_loss,
         forbidden=("g_loss", "GLoss"), parts=("the value", "the gradient"), face=("graph", "lpa", "masking", "sigma")),
     "03.3": Exercise(
-        "G-Loss with the authors' target and a random mask", "authors_g_loss",
-        "the same F_U as in 03.2, scored the way the authors' code scores it: F_U is handed to "
-        "cross_entropy as if it were logits, so a softmax is applied to the probabilities",
-        check_authors_g_loss,
-        forbidden=("g_loss", "GLoss"), points=3, parts=("the value", "the gradient"),
-        face=("graph", "lpa", "masking", "sigma"),
-        more_hint="torch.nn.functional.cross_entropy(F[hidden], labels[hidden]); F from propagate on "
-                  "transition_matrix(gaussian_affinity(embeddings, sigma), 'gloss')"),
+        "the chance that a random mask breaks a step", "broken_step_probability",
+        "a class is invisible when all its members are hidden, and a given set of s nodes is all hidden "
+        "with probability C(n - s, k) / C(n, k), k = ceil(gamma n); several classes can be invisible at "
+        "once, so combine the classes by inclusion-exclusion",
+        same_outputs(broken_step_cases, broken_step_reference, atol=1e-9, rtol=1e-9),
+        points=3, face=(),
+        more_hint="sum over the non-empty sets S of classes of (-1)^(|S| + 1) C(n - m_S, k) / C(n, k), "
+                  "m_S the members of the classes in S (itertools.combinations, math.comb)"),
+    "03.4": Exercise(
+        "the range of the authors' loss", "authors_loss_range",
+        "the authors' loss of one node, -F_y + log sum_c exp(F_c), is linear plus convex in its row F, so "
+        "over the distributions its extremes sit at corners: rows that are one-hot",
+        check_authors_loss_range, parts=("the lowest value", "the highest value"), face=(),
+        more_hint="one-hot on the true class gives log(1 + (C - 1)/e); one-hot on a wrong class gives "
+                  "-0 + log(e + (C - 1) e^0)"),
 }

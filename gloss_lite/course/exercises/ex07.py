@@ -65,9 +65,9 @@ def verdict_cases(generator):
 
 def verdict_reference(differences, better):
     """The reproduction's own interval and verdict (imported here: they load pandas and scipy)."""
-    from ...reproduction.run import paired_interval, verdict
+    from ...reproduction.results import paired_interval, verdict
 
-    _, low, high = paired_interval(differences)
+    _, low, high = paired_interval(differences, [0.0] * len(differences))
     return verdict(low, high, better)
 
 

@@ -14,7 +14,7 @@ import pooch
 import pytest
 import torch
 
-from gloss_lite import data
+from gloss_lite import benchmark_files, data
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_README = REPO_ROOT.parent / "shared" / "data" / "README.md"
@@ -567,7 +567,7 @@ def test_benchmark_sizes(monkeypatch, name, sizes, num_classes):
         assert max(len(text) for text in ds.train.texts) > 30_000  # README: a few posts are over 30,000
     for split in data.SPLITS:
         texts, labels = data.read_split(pathlib.Path(BENCHMARK_DATA) / name / f"{split}.csv")
-        assert data.content_fingerprint(texts, labels) == data.BENCHMARKS[name]["fingerprint"][split]
+        assert benchmark_files.content_fingerprint(texts, labels) == data.BENCHMARKS[name]["fingerprint"][split]
 
 
 # ---------------------------------------------------------------------------
@@ -684,12 +684,12 @@ def test_content_fingerprint_ignores_layout_and_sees_every_row(tmp_path):
     plain = write_dataset(tmp_path / "a", "x", [f"{csv_cell(t)},{label}" for label, t in rows], [], [])
     indexed = write_upstream_layout(tmp_path / "b", "x", {"train": rows[::-1], "val": [], "test": []})
     expected = reference_fingerprint(rows)
-    assert data.content_fingerprint(*data.read_split(plain / "train.csv")) == expected
-    assert data.content_fingerprint(*data.read_split(indexed / "train.csv")) == expected
+    assert benchmark_files.content_fingerprint(*data.read_split(plain / "train.csv")) == expected
+    assert benchmark_files.content_fingerprint(*data.read_split(indexed / "train.csv")) == expected
     texts, labels = data.read_split(plain / "train.csv")
-    assert data.content_fingerprint(texts, ["3", *labels[1:]]) != expected  # one label changed
-    assert data.content_fingerprint(texts[:2], labels[:2]) != expected  # one row missing
-    assert data.content_fingerprint(texts, labels) == hashlib.sha256(
+    assert benchmark_files.content_fingerprint(texts, ["3", *labels[1:]]) != expected  # one label changed
+    assert benchmark_files.content_fingerprint(texts[:2], labels[:2]) != expected  # one row missing
+    assert benchmark_files.content_fingerprint(texts, labels) == hashlib.sha256(
         b"13\tHypertension in adults.\n Results follow.\n22\tFever of unknown origin.\n3\tLymphoma."
     ).hexdigest()
 

@@ -33,6 +33,21 @@ LOSSES = (
 )
 
 
+def parse_loss(loss: str) -> tuple[str, bool]:
+    """A loss name as ``(kind, with_ce)``: what trains the encoder besides CE, and whether CE does too.
+
+    ``"gloss+ce"`` is ``("gloss", True)``: ``(1 - lam) CE + lam G-Loss``; ``"gloss"`` is
+    ``("gloss", False)``: G-Loss alone moves the encoder (the head learns on detached
+    embeddings); ``"ce"`` is ``("ce", True)``. The kinds are ``"ce"``, ``"gloss"``, ``"scl"``,
+    ``"triplet"`` and ``"contrastive"``. Raises ``ValueError`` for a name not in ``LOSSES``.
+    """
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "ce":
+        return "ce", True
+    kind, plus, _ = loss.partition("+")
+    return kind, bool(plus)
+
 
 OPTIMIZERS = ("adamw", "adam")
 
@@ -117,12 +132,14 @@ class TrainConfig:
         ``lam`` is 0.1 for G-Loss and 0.9 for SCL, as in their code. The offline default model
         stays all-MiniLM-L6-v2; ``model=AUTHORS_MODEL`` ("bert-base-uncased") is theirs.
         """
+        kind, with_ce = parse_loss(loss)
         settings = dict(
             loss=loss, recipe="authors", epochs=200, batch_size=128, lr=1e-5, head_lr=None, weight_decay=0.0,
             optimizer="adam", lr_milestones=(30,), lr_decay=0.1, grad_clip=1.0, patience=10, restore_best=True,
             class_weights="balanced", encoder_passes=2, pooling="cls", max_length=128, amp=False,
-            lam=0.9 if loss.startswith("scl") else 0.1, gamma=0.7, sigma="sqrt", sigma_variant="authors",
-            sigma_sample_size=None, target="authors", divide_by_hidden=loss == "gloss+ce", stratified_mask=False,
+            lam=0.9 if kind == "scl" else 0.1, gamma=0.7, sigma="sqrt", sigma_variant="authors",
+            sigma_sample_size=None, target="authors", divide_by_hidden=kind == "gloss" and with_ce,
+            stratified_mask=False,
             scl_base_temperature=0.07, margin=5.0, triplet_normalize=False, contrastive_form="cosine_mse",
             lpa_eval=False,
         )
@@ -136,8 +153,7 @@ class TrainConfig:
         names, the valid choices (see also ``_check_settings``).
         """
         _check_settings(self)
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        parse_loss(self.loss)
         for name in ("epochs", "batch_size", "max_length", "lpa_reference_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

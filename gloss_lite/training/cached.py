@@ -49,6 +49,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..checks import check_int
 from ..encoders import Encoder
 
 
@@ -96,13 +97,10 @@ class RandomState:
         self._set(*outside)
 
 
-def check_chunk_size(chunk_size) -> int:
-    """``chunk_size`` if it is a positive int; otherwise a ``ValueError`` saying what would do."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(
-            f"chunk_size is the number of documents embedded with gradient at a time and must be a positive int "
-            f"(such as 32), got {chunk_size!r}"
-        )
+def check_chunk_size(chunk_size, *, allow_none: bool = False) -> int | None:
+    """``chunk_size`` if it is a positive int (or None with ``allow_none``); otherwise a ``ValueError``."""
+    check_int("chunk_size", chunk_size, allow_none=allow_none,
+              what=" (the number of documents embedded with gradient at a time, such as 32)")
     return chunk_size
 
 

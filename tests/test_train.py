@@ -139,7 +139,9 @@ def test_sigma_rules_are_estimated_on_the_initial_training_embeddings(rule, esti
         ({"lam": True}, r"lam weighs .* must lie in \[0, 1\], got the bool True"),
         ({"sigma": True}, "sigma must be a number, got the bool True"),
         ({"head_lr": float("nan")}, "head_lr must be None or a positive number, got nan"),
-        ({"amp": "no"}, r"amp must be True or False, got 'no'"),
+        ({"amp": "no"}, r"amp must be one of \('auto', 'bf16', 'fp16', 'fp32', 'tf32'\), got 'no'"),
+        ({"amp": True}, r"amp must be one of .*got True"),
+        ({"deterministic": "yes"}, "deterministic must be True or False"),
         ({"lpa_eval": 1}, "lpa_eval must be True or False, got 1"),
         ({"progress": None}, "progress must be True or False"),
         ({"device": "gpu"}, r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or another torch device, got 'gpu'"),
@@ -630,3 +632,52 @@ def test_the_heads_cross_entropy_is_computed_once_per_step(loss, expected_calls,
     monkeypatch.setattr(step_module.F, "cross_entropy", lambda *a, **k: calls.append(1) or original(*a, **k))
     fit(train, val, quick(loss=loss, lpa_eval=False), encoder=tiny_encoder())
     assert len(calls) == expected_calls  # 24 documents in batches of 8: three steps, one CE each
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU readiness: checkpoint interval, per-rank dropout, determinism, precision in the history
+
+
+def test_checkpoints_are_written_at_the_chosen_interval_and_after_the_last_epoch(splits, tmp_path, monkeypatch):
+    train, val = splits
+    saved = []
+    original = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda path, run, history, epoch, *rest: saved.append(
+        epoch + 1) or original(path, run, history, epoch, *rest))
+    settings = dict(loss="ce", lpa_eval=False, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    three = fit(train, val, quick(epochs=3, **settings), encoder=tiny_encoder())
+    assert saved == [2, 3]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2  # the last epoch, 0-based
+    resumed = fit(train, val, quick(epochs=4, **{**settings, "checkpoint_every": 1}), encoder=tiny_encoder())
+    assert saved == [2, 3, 4] and [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]  # the interval may change
+    assert resumed.history[2]["seconds"] == three.history[2]["seconds"]
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive int, got 0"):
+        quick(checkpoint_every=0).validate()
+
+
+def test_every_rank_draws_its_own_dropout_and_rank_zero_keeps_the_one_process_seed():
+    seeds = [train_module.dropout_seed(7003, rank) for rank in range(4)]
+    assert seeds[0] == 7003 and len(set(seeds)) == 4 and all(0 <= s < 2**64 for s in seeds)
+    assert train_module.dropout_seed(7004, 1) != seeds[1]  # and each epoch its own
+
+
+def test_deterministic_algorithms_hold_during_the_run_only(splits):
+    train, val = splits
+    during = []
+    fit(train, val, quick(loss="ce", lpa_eval=False, deterministic=True), encoder=tiny_encoder(),
+        on_epoch=lambda row: during.append(torch.are_deterministic_algorithms_enabled()))
+    assert during == [True] and not torch.are_deterministic_algorithms_enabled()
+    assert "deterministic algorithms" in fit.__doc__
+
+
+def test_the_history_and_the_result_record_the_precision(splits):
+    train, val = splits
+    result = fit(train, val, quick(loss="ce", lpa_eval=False), encoder=tiny_encoder())
+    assert result.precision == "fp32" and result.history[0]["precision"] == "fp32"
+
+
+def test_a_diverged_authors_run_names_its_learning_rate(splits):
+    train, val = splits
+    config = TrainConfig.authors("ce", epochs=1, batch_size=8, lr=1e30, device="cpu", progress=False, patience=None)
+    with pytest.raises(TrainingDivergedError, match=r"and head_lr \(now 1e\+30\)"):
+        fit(train, val, config, encoder=tiny_encoder())

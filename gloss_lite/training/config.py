@@ -28,6 +28,7 @@ from ..encoders import POOLINGS
 from ..graph import SCHEMES
 from ..losses import TARGETS
 from ..masking import check_gamma
+from ..runtime import PRECISIONS
 from ..sigma import check_sigma_setting
 from .cached import check_chunk_size
 
@@ -120,10 +121,12 @@ class TrainConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA (the G-Loss solve stays in float32)
+    amp: str = "auto"  # precision: "auto", "bf16", "fp16", "fp32" or "tf32" (runtime.choose_precision)
+    deterministic: bool = False  # torch's deterministic algorithms (a resumed CUDA run then equals an unbroken one)
     lpa_eval: bool = True
     lpa_reference_size: int = 2000
     checkpoint_dir: str | None = None
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
     progress: bool = True
     log_grad_share: bool = True  # measure the aux term's share of the push on the embeddings
     recipe: str = "course"  # a label for results files: "course" or "authors"
@@ -139,7 +142,7 @@ class TrainConfig:
         settings = dict(
             loss=loss, recipe="authors", epochs=200, batch_size=128, lr=1e-5, head_lr=None, weight_decay=0.0,
             optimizer="adam", lr_milestones=(30,), lr_decay=0.1, grad_clip=1.0, patience=10, restore_best=True,
-            class_weights="balanced", encoder_passes=2, pooling="cls", max_length=128, amp=False,
+            class_weights="balanced", encoder_passes=2, pooling="cls", max_length=128, amp="fp32",
             lam=0.9 if kind == "scl" else 0.1, gamma=0.7, sigma="sqrt", sigma_variant="authors",
             sigma_sample_size=None, target="authors", divide_by_hidden=kind == "gloss" and with_ce,
             stratified_mask=False,
@@ -179,7 +182,7 @@ class TrainConfig:
 
 def _check_numbers(config: TrainConfig) -> None:
     """Every numeric field: its type (a bool is no number), and its range."""
-    for name in ("epochs", "max_length", "lpa_reference_size"):
+    for name in ("epochs", "max_length", "lpa_reference_size", "checkpoint_every"):
         check_int(name, getattr(config, name))
     check_int("batch_size", config.batch_size, minimum=2)
     check_chunk_size(config.chunk_size, allow_none=True)
@@ -206,8 +209,9 @@ def _check_numbers(config: TrainConfig) -> None:
 
 def _check_names(config: TrainConfig) -> None:
     """Every field that names a choice, and the switches."""
-    for name in ("lpa_eval", "progress", "amp"):
+    for name in ("lpa_eval", "progress", "deterministic"):
         check_bool(name, getattr(config, name))
+    check_choice("amp", config.amp, PRECISIONS)
     check_int("encoder_passes", config.encoder_passes)
     for name, choices in (("encoder_passes", (1, 2)), ("batch_sampler", BATCH_SAMPLERS), ("optimizer", OPTIMIZERS),
                           ("recipe", RECIPES), ("class_weights", (None, "balanced")), ("sigma_variant", RECIPES),

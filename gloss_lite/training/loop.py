@@ -11,9 +11,17 @@ embeddings of (up to 2000 of) the training texts, as in the paper. ``tune`` is G
 Optuna search over sigma, gamma, lambda and the learning rate on validation macro-F1.
 
 Each epoch ends with validation (head and label propagation, ``gloss_lite.evaluate``) and, with
-``checkpoint_dir``, a checkpoint; calling ``fit`` again with the same ``checkpoint_dir``
-resumes after the last finished epoch. Every epoch's shuffling, dropout and masks are seeded
-from ``(seed, epoch)``, so a resumed run equals an uninterrupted one.
+``checkpoint_dir``, a checkpoint every ``checkpoint_every`` epochs and after the last; calling
+``fit`` again with the same ``checkpoint_dir`` resumes after the last checkpointed epoch. Every
+epoch's shuffling and masks are seeded from ``(seed, epoch)`` and its dropout from ``(seed,
+epoch, rank)`` (``dropout_seed``), so on a CPU a resumed run equals an uninterrupted one. On a
+GPU it does only with ``deterministic=True`` (``torch.use_deterministic_algorithms``): CUDA's
+fastest kernels (atomic adds in scatter and index backward passes, cuBLAS workspaces) may add
+in another order from run to run.
+
+Per run, not per step: the run's texts are tokenised once (``Encoder.pretokenized``), the data
+is checked once, and the precision is chosen once (``gloss_lite.runtime.choose_precision``,
+``config.amp``); the history records it.
 
 The configuration and the two recipes are ``gloss_lite.training.config``; checkpoints are
 ``gloss_lite.training.checkpoint``; G-Loss-O is ``gloss_lite.training.tune``.
@@ -54,16 +62,18 @@ same global batch, up to rounding; with dropout on, each rank draws its own drop
 is rank 0's estimate, validation runs on rank 0 and its scores reach every rank (early
 stopping and the best epoch agree), the history's loss terms are global-batch means, rank 0
 alone writes checkpoints and every rank resumes from them (a checkpoint of a one-process run
-resumes in several, and back). ``on_epoch`` is called on every rank. ``encoder_passes=2`` is
+resumes in several, and back). ``on_epoch`` is called on every rank. A NaN seen by one rank
+stops every rank at the same step (``TrainingDivergedError`` on each). ``encoder_passes=2`` is
 refused with ``ValueError`` (DDP cannot run the model twice before one backward pass).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -73,7 +83,7 @@ from ..data import Split, stratified_sample
 from ..encoders import Encoder, load_encoder
 from ..evaluate import classification_metrics, lpa_predict
 from ..losses import GLoss
-from ..runtime import pick_device
+from ..runtime import pick_device, precision_for
 from . import distributed
 from .checkpoint import (
     BEST_NAME,
@@ -87,7 +97,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, parse_loss
 from .sampling import ClassBalancedBatchSampler
-from .step import TrainingRun, check_finite, make_aux_loss, train_step
+from .step import Batch, TrainingRun, make_aux_loss, train_step
 
 
 @dataclass
@@ -103,6 +113,7 @@ class TrainResult:
     best_epoch: int | None = None  # the epoch of the best validation macro-F1
     test_last: dict | None = None  # test scores of the last epoch's model (fit(..., test=))
     test_best: dict | None = None  # test scores of the restored best model (restore_best)
+    precision: str | None = None  # what the encoder computed in: "bf16", "fp16", "fp32" or "tf32"
 
     def evaluate(self, split: Split, reference: Split | None = None) -> dict:
         """Accuracy and macro-F1 of the head on ``split``; of LPA too when ``reference`` is given."""
@@ -203,7 +214,8 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     ``result.test_best`` the restored one. ``on_epoch(row)`` is called with each new history row.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) it trains one global batch across the processes
-    (module docstring).
+    (module docstring). Resuming from ``checkpoint_dir`` gives the uninterrupted run's numbers on
+    a CPU, and on a GPU with ``config.deterministic`` (deterministic algorithms) only.
 
     Raises ``ValueError`` for bad settings or data and an unwritable ``checkpoint_dir`` (all
     before a model is loaded), ``CheckpointError`` for a checkpoint that cannot be resumed (for
@@ -215,48 +227,55 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     checkpoint_path = check_checkpoint_dir(config)  # an unwritable folder fails now, not after an epoch
     fingerprint = data_fingerprint(train, val) if checkpoint_path else None
     state = load_checkpoint(checkpoint_path, fingerprint, config, num_classes) if checkpoint_path else None
-    training = _prepare(train, config, encoder, num_classes, state)
-    history, start_epoch = [], 0
-    best = {"epoch": None, "score": -math.inf, "bad_epochs": 0, "stopped": False}
-    best_weights = None
-    if state is not None:
-        history, start_epoch = restore(state, checkpoint_path, *training.model, training.optimizer,
-                                       training.scheduler)
-        best = dict(state["best"])
-        best_path = checkpoint_path.with_name(BEST_NAME)
-        if config.restore_best and best_path.exists():
-            best_weights = torch.load(best_path, map_location="cpu", weights_only=True)
-    encoder, head = training.model
-    reference = train if config.lpa_eval else None
-    for epoch in range(start_epoch, config.epochs):
-        if best["stopped"]:
-            break
-        started = time.perf_counter()
-        totals = collectives.mean_over_ranks(_train_epoch(training, train, epoch))  # the global batch's means
-        learning_rate = training.optimizer.param_groups[0]["lr"]
-        training.scheduler.step()
-        encoder.eval()
-        scores = collectives.on_rank_zero(evaluate_split, encoder, head, val, reference, sigma=training.sigma,
-                                          config=config)
-        history.append({"epoch": epoch + 1, **totals, **{f"val_{k}": v for k, v in scores.items()},
-                        "lr": learning_rate, "seconds": time.perf_counter() - started, "sigma": training.sigma})
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        improved = _update_best(best, scores["macro_f1"], epoch, config)
-        if improved and config.restore_best:
-            best_weights = copy_weights(encoder, head)
-        if checkpoint_path and collectives.rank() == 0:
-            if improved and config.restore_best:
-                atomic_save(best_weights, checkpoint_path.with_name(BEST_NAME))
-            save_checkpoint(checkpoint_path, encoder, head, training.optimizer, training.scheduler, history, epoch,
-                            training.sigma, best, config, fingerprint)
-        collectives.barrier()  # the checkpoint is complete before any rank goes on
-    return _finish(training, history, best, best_weights, train, test)
+    texts = [*train.texts, *val.texts, *(test.texts if test is not None else [])]
+    with _training_run(train, texts, config, encoder, num_classes, state) as training:
+        history, start_epoch = [], 0
+        best = {"epoch": None, "score": -math.inf, "bad_epochs": 0, "stopped": False}
+        best_weights = None
+        if state is not None:
+            history, start_epoch = restore(state, checkpoint_path, *training.model, training.optimizer,
+                                           training.scheduler, training.scaler)
+            best = dict(state["best"])
+            if config.restore_best and checkpoint_path.with_name(BEST_NAME).exists():
+                best_weights = torch.load(checkpoint_path.with_name(BEST_NAME), map_location="cpu", weights_only=True)
+        encoder, head = training.model
+        best_unsaved = False
+        for epoch in range(start_epoch, config.epochs):
+            if best["stopped"]:
+                break
+            started = time.perf_counter()
+            totals = collectives.mean_over_ranks(_train_epoch(training, train, epoch))  # the global batch's means
+            learning_rate = training.optimizer.param_groups[0]["lr"]
+            training.scheduler.step()
+            encoder.eval()
+            scores = collectives.on_rank_zero(evaluate_split, encoder, head, val, train if config.lpa_eval else None,
+                                              sigma=training.sigma, config=config)
+            history.append({"epoch": epoch + 1, **totals, **{f"val_{k}": v for k, v in scores.items()},
+                            "lr": learning_rate, "seconds": time.perf_counter() - started, "sigma": training.sigma,
+                            "precision": training.precision.name})
+            if on_epoch is not None:
+                on_epoch(history[-1])
+            if _update_best(best, scores["macro_f1"], epoch, config) and config.restore_best:
+                best_weights, best_unsaved = copy_weights(encoder, head), True
+            last = best["stopped"] or epoch + 1 == config.epochs
+            if checkpoint_path and ((epoch + 1) % config.checkpoint_every == 0 or last):
+                if collectives.rank() == 0:
+                    if best_unsaved:
+                        atomic_save(best_weights, checkpoint_path.with_name(BEST_NAME))
+                    save_checkpoint(checkpoint_path, training, history, epoch, best, fingerprint)
+                best_unsaved = False
+                collectives.barrier()  # the checkpoint is complete before any rank goes on
+        return _finish(training, history, best, best_weights, train, test)
 
 
-def _prepare(train: Split, config: TrainConfig, encoder: Encoder | None, num_classes: int,
-             state: dict | None) -> TrainingRun:
-    """The run's device (and process group), model, sigma, aux loss, optimiser and schedule."""
+@contextmanager
+def _training_run(train: Split, texts: list[str], config: TrainConfig, encoder: Encoder | None, num_classes: int,
+                  state: dict | None):
+    """The run's device (and process group), model, precision, sigma, aux loss, optimiser and schedule.
+
+    Inside the block the run's texts are tokenised once (``Encoder.pretokenized``) and, with
+    ``config.deterministic``, torch uses deterministic algorithms.
+    """
     device = pick_device(config.device)
     distributed.init_from_environment(device)  # under torchrun: one process group for all ranks
     distributed.check_supported(config)
@@ -266,22 +285,38 @@ def _prepare(train: Split, config: TrainConfig, encoder: Encoder | None, num_cla
         encoder = load_encoder(config.model, pooling=config.pooling, max_length=config.max_length, device=device)
     encoder.to(device)
     head = torch.nn.Linear(encoder.dim, num_classes).to(device)
-    sigma = state["sigma"] if state is not None else _initial_sigma(encoder, train, config)
-    sigma = collectives.broadcast_object(sigma)  # rank 0's, so every rank builds the same graph
-    weights = balanced_class_weights(train.labels, num_classes).to(device) if config.class_weights else None
-    aux_loss = distributed.for_global_batch(make_aux_loss(config, num_classes, sigma, weights))
-    head_lr = config.lr if config.head_lr is None else config.head_lr
-    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(
-        [{"params": encoder.parameters(), "lr": config.lr}, {"params": head.parameters(), "lr": head_lr}],
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_decay)
-    return TrainingRun(
-        config, distributed.replicate(encoder, device),  # BERT's pooler gets no gradient: find unused ones
-        distributed.replicate(head, device, find_unused_parameters=False),  # always used
-        (encoder, head), aux_loss, optimizer, scheduler, weights, device, sigma,
-        use_amp=config.amp and device.type == "cuda")
+    with encoder.pretokenized(texts), _deterministic(config.deterministic):
+        sigma = state["sigma"] if state is not None else _initial_sigma(encoder, train, config)
+        sigma = collectives.broadcast_object(sigma)  # rank 0's, so every rank builds the same graph
+        weights = balanced_class_weights(train.labels, num_classes).to(device) if config.class_weights else None
+        aux_loss = distributed.for_global_batch(make_aux_loss(config, num_classes, sigma, weights))
+        head_lr = config.lr if config.head_lr is None else config.head_lr
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(
+            [{"params": encoder.parameters(), "lr": config.lr}, {"params": head.parameters(), "lr": head_lr}],
+            weight_decay=config.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_decay)
+        yield TrainingRun(
+            config, distributed.replicate(encoder, device),  # BERT's pooler gets no gradient: find unused ones
+            distributed.replicate(head, device, find_unused_parameters=False),  # always used
+            (encoder, head), aux_loss, optimizer, scheduler, weights, device, sigma,
+            precision_for(device, config.amp))
+
+
+@contextmanager
+def _deterministic(enabled: bool):
+    """With ``enabled``, torch's deterministic algorithms inside the block (a warning where an op has none)."""
+    if not enabled:
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (CUDA >= 10.2)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 def _initial_sigma(encoder: Encoder, train: Split, config: TrainConfig) -> float | None:
@@ -315,7 +350,8 @@ def _finish(training: TrainingRun, history: list, best: dict, best_weights: dict
     config = training.config
     encoder, head = training.model
     encoder.eval()
-    result = TrainResult(encoder, head, history, training.sigma, config, best_epoch=best["epoch"])
+    result = TrainResult(encoder, head, history, training.sigma, config, best_epoch=best["epoch"],
+                         precision=training.precision.name)
     reference = train if config.lpa_eval else None
     if test is not None:
         result.test_last = result.evaluate(test, reference)
@@ -336,33 +372,41 @@ def _epoch_batches(train: Split, config: TrainConfig, num_classes: int, epoch_se
                     min_size=_min_batch_size(config, num_classes))
 
 
-def _train_epoch(training: TrainingRun, train: Split, epoch: int) -> dict:
-    """One pass over ``train``; returns the mean loss terms and the mean gradient share."""
-    config = training.config
+def dropout_seed(epoch_seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s dropout in an epoch: rank 0 keeps the epoch's seed, each other rank its own.
+
+    So a one-process run is unchanged, and under several processes no two ranks draw the same
+    dropout masks for their different documents. Shuffles and G-Loss masks stay the epoch's,
+    shared by every rank.
+    """
+    return epoch_seed if rank == 0 else (epoch_seed + rank * 0x9E3779B97F4A7C15) % 2**64
+
+
+def _train_epoch(run: TrainingRun, train: Split, epoch: int) -> dict:
+    """One pass over ``train``; returns the mean loss terms, the mean gradient share and the skipped steps."""
+    config = run.config
     epoch_seed = config.seed * 1000 + epoch
-    torch.manual_seed(epoch_seed)  # dropout
-    if isinstance(training.aux_loss, GLoss):
-        training.aux_loss.generator = torch.Generator().manual_seed(epoch_seed)  # masks
-    batches = _epoch_batches(train, config, training.head.out_features, epoch_seed)
+    torch.manual_seed(dropout_seed(epoch_seed, collectives.rank()))
+    if isinstance(run.aux_loss, GLoss):
+        run.aux_loss.generator = torch.Generator().manual_seed(epoch_seed)  # masks
+    batches = _epoch_batches(train, config, run.head.out_features, epoch_seed)
     totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0}
-    shares = []
-    training.encoder.train()
+    shares, skipped = [], 0
+    probed = run.aux_loss is not None and run.with_ce and config.log_grad_share
+    run.encoder.train()
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
-    for step, batch in enumerate(bar, start=1):
-        batch, ce_scale = distributed.local_batch(batch, train.labels, training.weights)  # this rank's share
-        texts = [train.texts[i] for i in batch.tolist()]
-        labels = train.labels[batch].to(training.device)
-        check = partial(check_finite, epoch=epoch, step=step, steps=len(batches), config=config,
-                        sigma=training.sigma)
-        terms, norms = train_step(training, texts, labels, ce_scale, check)
-        norms = collectives.global_norms(norms)  # the push on the global batch's embeddings
-        if norms:
-            total = norms["ce"] + norms.get("aux", 0.0)
-            shares.append(norms.get("aux", 0.0) / total if total > 0 else float("nan"))
-        for key, value in terms.items():
-            totals[key] += float(value) / len(batches)
-        bar.set_postfix(loss=f"{float(terms['loss']):.4f}")
+    for number, indices in enumerate(bar, start=1):
+        indices, ce_scale = distributed.local_batch(indices, train.labels, run.weights)  # this rank's share
+        host_labels = train.labels[indices]
+        batch = Batch([train.texts[i] for i in indices.tolist()], host_labels.to(run.device, non_blocking=True),
+                      host_labels, ce_scale, epoch, number, len(batches))
+        numbers = train_step(run, batch)
+        for key in totals:
+            totals[key] += numbers[key] / len(batches)
+        if probed:
+            shares.append(numbers["aux_grad_share"])
+        skipped += numbers["skipped"]
+        bar.set_postfix(loss=f"{numbers['loss']:.4f}")
     totals["aux_grad_share"] = sum(shares) / len(shares) if shares else float("nan")
+    totals["skipped_steps"] = skipped
     return totals
-
-

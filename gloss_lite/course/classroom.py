@@ -285,13 +285,18 @@ def release_tag(version: str = __version__) -> str:
     return f"v{version}"
 
 
-def setup_source(repository: str, version: str = __version__) -> str:
+COLAB_EXTRAS = {"08_the_graph_beyond_one_batch.ipynb": "integrations"}  # notebooks that need an extra
+
+
+def setup_source(repository: str, version: str = __version__, extras: str = "") -> str:
     """The first cell of every notebook: in Colab, install this version of the package; elsewhere nothing.
 
     It installs ``gloss-lite`` from the repository at the version's tag, with its own needs only
-    (Colab keeps its torch and its kernel packages); nothing is cloned, so no instructor notebook
-    comes along. The course's dataset is package data.
+    (Colab keeps its torch and its kernel packages) and the ``extras`` a notebook needs
+    (``COLAB_EXTRAS``); nothing is cloned, so no instructor notebook comes along. The course's
+    dataset is package data.
     """
+    package = f"gloss-lite[{extras}]" if extras else "gloss-lite"
     return f"""{SETUP_MARKER}: in Google Colab this cell installs the course's package, gloss-lite {version}
 # (Colab's own torch and Jupyter packages are kept). For a GPU, first choose Runtime > Change
 # runtime type > GPU. In JupyterLab or papermill this cell does nothing: the course is already
@@ -299,7 +304,7 @@ def setup_source(repository: str, version: str = __version__) -> str:
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install --quiet "gloss-lite @ git+{repository}@{release_tag(version)}"
+    %pip install --quiet "{package} @ git+{repository}@{release_tag(version)}"
     import importlib
 
     importlib.invalidate_caches()  # importable at once, without restarting the runtime"""
@@ -320,7 +325,8 @@ def colab_notebook(notebook: dict, repository: str, relative_path: str) -> dict:
     if cells and cell_source(cells[0]).startswith(SETUP_MARKER):
         cells.pop(0)
     setup = {"cell_type": "code", "execution_count": None, "id": SETUP_CELL_ID, "metadata": {},
-             "outputs": [], "source": source_lines(setup_source(repository))}
+             "outputs": [], "source": source_lines(setup_source(repository,
+                                                                extras=COLAB_EXTRAS.get(Path(relative_path).name, "")))}
     cells.insert(0, setup)
     title = next(cell for cell in cells if cell["cell_type"] == "markdown")
     title["source"] = source_lines(_title_with_badge(cell_source(title), repository, relative_path))

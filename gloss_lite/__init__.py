@@ -16,7 +16,7 @@ baselines   SupCon, triplet, contrastive                                 06_comp
 
 Imported by name (heavier, or not the method itself):
 
-- layer 0: ``checks`` (argument checks, written once), ``runtime`` (seeds, devices), ``plots``
+- layer 0: ``checks`` (argument checks, written once), ``runtime`` (seeds, devices, precision), ``plots``
   (shared figures), ``collectives`` (gathers across processes; a leaf);
 - layer 1: ``data`` (the course's reviews, MR, R8, R52, Ohsumed, 20NG), ``encoders`` (texts to
   embeddings), ``evaluate`` (head and LPA scores), ``explorer`` (one minibatch graph, sliders);

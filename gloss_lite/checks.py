@@ -42,15 +42,15 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
-def check_int(name: str, value, *, minimum: int = 1, allow_none: bool = False) -> None:
-    """``value`` must be an int of at least ``minimum`` (or None with ``allow_none``)."""
+def check_int(name: str, value, *, minimum: int = 1, allow_none: bool = False, what: str = "") -> None:
+    """``value`` must be an int of at least ``minimum`` (or None with ``allow_none``); ``what`` says what it is."""
     if value is None and allow_none:
         return
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a number, got the bool {value!r}")
     if not isinstance(value, int) or value < minimum:
         kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {'None or ' if allow_none else ''}{kind}, got {value!r}")
+        raise ValueError(f"{name}{what} must be {'None or ' if allow_none else ''}{kind}, got {value!r}")
 
 
 def check_positive(name: str, value, *, allow_none: bool = False, what: str = "") -> None:

@@ -7,6 +7,8 @@ gather keeps the gradient and needs no rescaling is derived in ``gloss_lite.trai
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -42,10 +44,16 @@ def rank() -> int:
 
 
 def _collective_device() -> torch.device:
-    """Where this backend's collectives want their tensors: the current GPU for NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    """Where this backend's collectives want their tensors: this rank's GPU for NCCL, else the CPU.
+
+    This rank's GPU is ``cuda:LOCAL_RANK`` (torchrun sets it), not the current device: a script
+    that initialises NCCL without ``torch.cuda.set_device`` would otherwise put every rank's
+    collective on ``cuda:0``. Without ``LOCAL_RANK`` the current device is all there is.
+    """
+    if dist.get_backend() != "nccl":
+        return torch.device("cpu")
+    local_rank = os.environ.get("LOCAL_RANK")
+    return torch.device("cuda", int(local_rank) if local_rank is not None else torch.cuda.current_device())
 
 
 def _all_gather(local: torch.Tensor) -> torch.Tensor:
@@ -62,6 +70,27 @@ def local_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     return [int(size) for size in _all_gather(torch.tensor([int(n)], device=device))]
 
 
+MAX_DIMS = 8  # the shapes compared across ranks before a gather have at most this many dimensions
+
+
+def _check_shapes(local: torch.Tensor) -> list[int]:
+    """Every rank's number of rows; a ``ValueError`` on every rank when the other dimensions differ.
+
+    Gloo and NCCL would abort the process (or hang) on a gather of rows of different widths, so
+    the shapes are gathered first and compared; every rank sees them all and raises the same error.
+    """
+    if local.dim() > MAX_DIMS:
+        raise ValueError(f"gather tensors of at most {MAX_DIMS} dimensions, got {local.dim()}")
+    shape = [local.dim(), *local.shape] + [-1] * (MAX_DIMS - local.dim())
+    shapes = _all_gather(torch.tensor([shape], dtype=torch.int64, device=local.device)).tolist()
+    shapes = [tuple(row[1 : 1 + row[0]]) for row in shapes]
+    if len({shape[1:] for shape in shapes}) > 1:
+        shown = ", ".join(f"rank {r}: {list(shape)}" for r, shape in enumerate(shapes))
+        raise ValueError(f"the ranks' tensors differ beyond their number of rows ({shown}); every rank must gather "
+                         f"rows of one width, such as embeddings of one encoder (the same model on every rank)")
+    return [shape[0] for shape in shapes]
+
+
 def _gather_rows(local: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows in rank order; uneven sizes are padded to the largest, then cut."""
     if not isinstance(local, torch.Tensor) or local.dim() == 0:
@@ -69,7 +98,7 @@ def _gather_rows(local: torch.Tensor) -> torch.Tensor:
                          f"{getattr(local, 'shape', '')}")
     if world_size() == 1:
         return local
-    sizes = local_sizes(local.shape[0], local.device)
+    sizes = _check_shapes(local)
     largest = max(sizes)
     padding = local.new_zeros((largest - local.shape[0], *local.shape[1:]))
     gathered = _all_gather(torch.cat([local, padding]) if len(padding) else local)
@@ -148,13 +177,25 @@ def mean_over_ranks(values: dict) -> dict:
 def global_norms(norms: dict) -> dict:
     """``sqrt(sum_r norms_r[k]^2)`` for each key: the norm over the global batch of a per-rank norm.
 
+    ``norms`` maps names to 0-d tensors, which stay on their device (no host synchronisation).
     Every rank must hold the same keys. ``norms`` itself outside a group, or when it is empty.
     """
     if world_size() == 1 or not norms:
         return norms
     keys = sorted(norms)
-    squares = torch.tensor([float(norms[key]) ** 2 for key in keys], dtype=torch.float64,
-                           device=_collective_device())
+    squares = torch.stack([norms[key].detach().double() ** 2 for key in keys])
     dist.all_reduce(squares)
-    return {key: float(value) ** 0.5 for key, value in zip(keys, squares.tolist())}
+    return dict(zip(keys, squares.sqrt().unbind()))
 
+
+def any_rank(flags: torch.Tensor) -> torch.Tensor:
+    """``flags`` (bools or 0/1) or-ed over the ranks, on the flags' device: every rank sees every rank's alarm.
+
+    A rank that stops alone (a NaN only it has seen) would leave the others waiting in the next
+    collective; with this, all ranks stop at the same step. ``flags`` itself outside a group.
+    """
+    if world_size() == 1:
+        return flags
+    reduced = flags.to(torch.int32, copy=True)
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    return reduced.to(flags.dtype)

@@ -23,12 +23,13 @@ Hugging Face model name or local folder works where the Hub is reachable.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, BatchEncoding
 from transformers.utils import logging as hf_logging
 
 from .runtime import pick_device
@@ -111,6 +112,33 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, *, chars_per_toke
     return encode(cut)
 
 
+class TokenTable:
+    """Texts tokenised once, so that a training run does not tokenise a batch again at every step.
+
+    ``lookup(texts)`` returns what ``tokenize(tokenizer, texts, max_length)`` returns (the same
+    tensors), or None when a text is not in the table. All texts are tokenised in one call,
+    padded to the longest; a batch is its texts' rows cut to the batch's longest text, which is
+    what ``padding=True`` gives. Built by ``Encoder.pretokenized``.
+    """
+
+    def __init__(self, tokenizer, texts: Sequence[str], max_length: int) -> None:
+        texts = list(dict.fromkeys(texts))  # each distinct text once, in first-seen order
+        self.row_of = {text: row for row, text in enumerate(texts)}
+        self.tokens = tokenize(tokenizer, texts, max_length) if texts else None
+        self.lengths = self.tokens["attention_mask"].sum(dim=1) if texts else None
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+
+    def lookup(self, texts: Sequence[str]) -> BatchEncoding | None:
+        """The tokens of ``texts`` padded to their longest; None if one of them is not in the table."""
+        rows = [self.row_of.get(text) for text in texts]
+        if not rows or None in rows:
+            return None
+        rows = torch.tensor(rows)
+        width = int(self.lengths[rows].max())
+        columns = slice(-width, None) if self.left else slice(0, width)
+        return BatchEncoding({key: value[rows, columns] for key, value in self.tokens.items()})
+
+
 def mean_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of each text's token vectors, padding excluded: ``e = sum_t m_t h_t / sum_t m_t``.
 
@@ -145,6 +173,7 @@ class Encoder(torch.nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.name = name
+        self.token_table: TokenTable | None = None  # set by pretokenized()
 
     @property
     def dim(self) -> int:
@@ -158,11 +187,28 @@ class Encoder(torch.nn.Module):
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed one batch of texts with gradients: ``len(texts) x d`` on the model's device."""
         _check_texts(texts)
-        batch = tokenize(self.tokenizer, texts, self.max_length).to(self.device)
+        batch = self.token_table.lookup(texts) if self.token_table is not None else None
+        if batch is None:
+            batch = tokenize(self.tokenizer, texts, self.max_length)
+        batch = batch.to(self.device, non_blocking=True)  # the host goes on while the copy runs
         hidden = self.model(**batch).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         return mean_pool(hidden, batch["attention_mask"])
+
+    @contextmanager
+    def pretokenized(self, texts: Sequence[str]):
+        """Within the block, these texts are tokenised once (``TokenTable``), not at every call.
+
+        Other texts are tokenised as usual. ``gloss_lite.training.fit`` runs in this block with
+        its training, validation and test texts. The table built before is put back afterwards.
+        """
+        previous = self.token_table
+        self.token_table = TokenTable(self.tokenizer, texts, self.max_length)
+        try:
+            yield self
+        finally:
+            self.token_table = previous
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True) -> torch.Tensor:

@@ -47,8 +47,8 @@ import torch.nn.functional as F
 
 from . import collectives
 from .checks import check_bool, check_class_range, check_int
-from .graph import SCHEMES, check_embeddings, check_sigma, gaussian_affinity, transition_matrix
-from .lpa import check_labels, default_teleport, propagate
+from .graph import SCHEMES, check_embeddings, check_sigma, gaussian_affinity, ieee_float32, transition_matrix
+from .lpa import check_labels, default_teleport, node_indices, propagate
 from .masking import check_gamma, split_mask
 
 __all__ = ["g_loss", "GLoss", "mix_losses", "TARGETS"]
@@ -79,6 +79,22 @@ def _check_class_weights(class_weights, num_classes: int) -> torch.Tensor | None
     return weights
 
 
+def _check_hidden_classes(labels, labeled_mask, weights, target: str) -> None:
+    """Refuse a mask whose hidden nodes carry only zero-weight classes, or (``"nll"``) an unseen class."""
+    hidden_labels = labels[~labeled_mask]
+    if weights is not None and not (weights[hidden_labels.to(weights.device)] > 0).any():
+        raise ValueError(
+            f"class_weights are 0 for every hidden class ({sorted(hidden_labels.unique().tolist())}), so the "
+            "weighted mean over the hidden nodes is 0/0; give those classes a positive weight"
+        )
+    missing = set(hidden_labels.unique().tolist()) - set(labels[labeled_mask].unique().tolist())
+    if missing and target == "nll":
+        raise ValueError(
+            f"hidden classes {sorted(missing)} have no visible node, so propagation gives them "
+            "probability 0; draw the mask with split_mask(labels, gamma, stratified=True)"
+        )
+
+
 def g_loss(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -90,6 +106,7 @@ def g_loss(
     scheme: str = "gloss",
     target: str = "nll",
     divide_by_hidden: bool = False,
+    check: bool = True,
 ) -> torch.Tensor:
     """G-Loss of one minibatch for a given mask (see the module docstring).
 
@@ -104,9 +121,16 @@ def g_loss(
         scheme: ``"gloss"`` (the paper's transition) or ``"row"`` (``D^-1 W``).
         target: ``"nll"`` or ``"authors"``.
         divide_by_hidden: divide by ``|U|`` once more, as the authors' Combined-with-CE code does.
+        check: False skips every check that reads tensor values (finite embeddings, labels in
+            range, class weights), for a caller that has checked them once, such as a training
+            step: with the labels and the mask on the CPU, G-Loss then never makes the host wait
+            for the GPU. A hidden class without a visible node is still refused when the mask
+            is on the CPU.
 
     Returns:
-        A scalar tensor. Half-precision embeddings are promoted to float32 for the solve.
+        A scalar tensor. Half-precision embeddings are promoted to float32 for the solve; the
+        kernel, the transition and the solve run in IEEE float32 (no autocast, no TF32) whatever
+        ``torch.set_float32_matmul_precision`` says (``gloss_lite.graph.ieee_float32``).
 
     Raises:
         ValueError: bad sigma (or one for which the kernel is degenerate, see
@@ -119,35 +143,29 @@ def g_loss(
         return _traced_g_loss(embeddings, labels, labeled_mask, sigma, num_classes, class_weights, scheme, target,
                               divide_by_hidden)
     _check_options(scheme, target)
-    check_embeddings(embeddings)
-    check_sigma(sigma)
-    check_labels(labels, labeled_mask, num_classes, embeddings.shape[0])
-    check_class_range(labels, num_classes)
-    if labeled_mask.all():
-        raise ValueError("no hidden node: every label is visible, so there is nothing to score; lower gamma")
-    weights = _check_class_weights(class_weights, num_classes)
-    labeled_mask = labeled_mask.to(embeddings.device)
-    labels = labels.to(embeddings.device).long()  # int32, uint8, ... ids: nll_loss wants int64
-    hidden = (~labeled_mask).nonzero().flatten()
+    if check:
+        check_embeddings(embeddings)
+        check_sigma(sigma)
+        check_labels(labels, labeled_mask, num_classes, embeddings.shape[0])
+        check_class_range(labels, num_classes)
+        if labeled_mask.all():
+            raise ValueError("no hidden node: every label is visible, so there is nothing to score; lower gamma")
+        class_weights = _check_class_weights(class_weights, num_classes)
+        labeled_mask = labeled_mask.to(embeddings.device)
+        labels = labels.to(embeddings.device)
+    if check or not labeled_mask.is_cuda:  # on the CPU (where the trainer keeps the mask) no GPU is waited for
+        _check_hidden_classes(labels.long(), labeled_mask, class_weights if check else None, target)
+    _, hidden = node_indices(labeled_mask, embeddings.device)
+    labels = labels.to(embeddings.device, non_blocking=True).long()  # int32, uint8, ... ids: nll_loss wants int64
     hidden_labels = labels[hidden]
-    if weights is not None and not (weights[hidden_labels.to(weights.device)] > 0).any():
-        raise ValueError(
-            f"class_weights are 0 for every hidden class ({sorted(hidden_labels.unique().tolist())}), so the "
-            "weighted mean over the hidden nodes is 0/0; give those classes a positive weight"
-        )
-    missing = set(hidden_labels.unique().tolist()) - set(labels[labeled_mask].unique().tolist())
-    if missing and target == "nll":
-        raise ValueError(
-            f"hidden classes {sorted(missing)} have no visible node, so propagation gives them "
-            "probability 0; draw the mask with split_mask(labels, gamma, stratified=True)"
-        )
+    weights = class_weights
 
     if embeddings.dtype in (torch.float16, torch.bfloat16):
         embeddings = embeddings.float()
-    with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        log_affinity = gaussian_affinity(embeddings, sigma, log=True)
-        transition = transition_matrix(log_affinity, scheme, log=True)
-        distributions = propagate(transition, labels, labeled_mask, num_classes)
+    with torch.autocast(device_type=embeddings.device.type, enabled=False), ieee_float32():
+        log_affinity = gaussian_affinity(embeddings, sigma, log=True, check=check)
+        transition = transition_matrix(log_affinity, scheme, log=True, check=check)
+        distributions = propagate(transition, labels, labeled_mask, num_classes, check=check)
 
     hidden_distributions = distributions.index_select(0, hidden)
     if weights is not None:
@@ -225,6 +243,10 @@ class GLoss(torch.nn.Module):
             the concatenated batch (derived in ``gloss_lite.training.distributed``). Outside a process
             group it is the ordinary loss. Taught in ``08_the_graph_beyond_one_batch``.
 
+        check: False skips the checks of tensor values in every call (``g_loss(..., check=False)``):
+            for a trainer that checks its inputs once per run. Give it the labels on the CPU
+            (the mask is drawn there) and no call waits for the GPU.
+
     After each call, ``last_mask`` holds the mask that was drawn (with ``gather``, the global one).
     """
 
@@ -241,9 +263,11 @@ class GLoss(torch.nn.Module):
         divide_by_hidden: bool = False,
         seed: int | None = None,
         gather: bool = False,
+        check: bool = True,
     ) -> None:
         super().__init__()
         check_bool("gather", gather)
+        check_bool("check", check)
         _check_options(scheme, target)
         check_sigma(sigma)
         check_gamma(gamma)
@@ -258,6 +282,7 @@ class GLoss(torch.nn.Module):
         self.register_buffer("class_weights", _check_class_weights(class_weights, num_classes))
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.gather = gather
+        self.check = check
         self.last_mask: torch.Tensor | None = None
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -279,6 +304,7 @@ class GLoss(torch.nn.Module):
             scheme=self.scheme,
             target=self.target,
             divide_by_hidden=self.divide_by_hidden,
+            check=self.check,
         )
 
     def extra_repr(self) -> str:

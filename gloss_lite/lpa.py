@@ -23,8 +23,8 @@ the system is always solvable, a cut-off node receives the visible nodes' label 
 connected graph the change to ``F`` is of order ``teleport`` (1e-10 in float64, 1e-6 in
 float32 by default; pass ``teleport=0`` for the textbook formula).
 
-Both methods are differentiable with respect to ``T`` (``torch.linalg.solve`` has a gradient),
-which is what makes G-Loss a loss.
+Both methods are differentiable with respect to ``T`` (``torch.linalg.solve_ex`` has a
+gradient), which is what makes G-Loss a loss.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def propagate(
     teleport: float | None = None,
     tol: float | None = None,
     max_iter: int = 10_000,
+    check: bool = True,
 ) -> torch.Tensor:
     """Propagate the visible labels to the hidden nodes.
 
@@ -119,6 +120,11 @@ def propagate(
             ``default_teleport(dtype)``.
         tol: stopping tolerance of the iterative method (``None``: 1e-12 in float64, 1e-6 else).
         max_iter: iteration cap of the iterative method (a ``RuntimeWarning`` if reached).
+        check: False skips the checks that read tensor values (``check_transition``,
+            ``check_labels``, a singular system): for a caller that has checked its inputs, such
+            as a training step, which then never waits for the GPU. Keep the labels and the mask on
+            the CPU: the indices of the visible and hidden nodes are then found there. A singular
+            system (possible only with ``teleport=0``) gives NaN rows instead of an error.
 
     Returns:
         ``n x C`` label distributions: visible rows one-hot, hidden rows ``F_U``; every row sums
@@ -132,9 +138,9 @@ def propagate(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_transition(transition)
-    n = transition.shape[0]
-    check_labels(labels, labeled_mask, num_classes, n)
+    if check:
+        check_transition(transition)
+        check_labels(labels, labeled_mask, num_classes, transition.shape[0])
     if teleport is not None and (isinstance(teleport, bool) or not isinstance(teleport, (int, float))
                                  or not 0.0 <= teleport <= 1.0):
         raise ValueError(f"teleport is the weight of the uniform jump and must lie in [0, 1], got {teleport!r}")
@@ -144,21 +150,28 @@ def propagate(
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if transition.dtype in (torch.float16, torch.bfloat16):  # the solve needs float32 or float64
         return _propagate(transition.float(), labels, labeled_mask, num_classes, method=method,
-                          teleport=teleport, tol=tol, max_iter=max_iter).to(transition.dtype)
+                          teleport=teleport, tol=tol, max_iter=max_iter, check=check).to(transition.dtype)
     return _propagate(transition, labels, labeled_mask, num_classes, method=method, teleport=teleport,
-                      tol=tol, max_iter=max_iter)
+                      tol=tol, max_iter=max_iter, check=check)
 
 
-def _propagate(transition, labels, labeled_mask, num_classes, *, method, teleport, tol, max_iter):
+def node_indices(labeled_mask: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(visible, hidden)``: the indices of the visible and of the hidden nodes, on ``device``.
+
+    Found where the mask lives (on the CPU no GPU is waited for), then copied without blocking.
+    """
+    visible = labeled_mask.nonzero().flatten()
+    hidden = (~labeled_mask).nonzero().flatten()
+    return visible.to(device, non_blocking=True), hidden.to(device, non_blocking=True)
+
+
+def _propagate(transition, labels, labeled_mask, num_classes, *, method, teleport, tol, max_iter, check):
     """``propagate`` on checked inputs."""
     n = transition.shape[0]
     labels = labels.long()
-    labeled_mask = labeled_mask.to(transition.device)
-    visible = labeled_mask.nonzero().flatten()
-    hidden = (~labeled_mask).nonzero().flatten()
+    visible, hidden = node_indices(labeled_mask, transition.device)
     one_hot = torch.zeros(n, num_classes, dtype=transition.dtype, device=transition.device)
-    y_visible = torch.nn.functional.one_hot(labels.to(transition.device)[visible], num_classes)
-    one_hot[visible] = y_visible.to(transition.dtype)
+    one_hot[visible, labels.to(transition.device, non_blocking=True)[visible]] = 1.0  # Y_L (no value checks)
     if len(hidden) == 0:
         return one_hot
 
@@ -174,7 +187,12 @@ def _propagate(transition, labels, labeled_mask, num_classes, *, method, telepor
 
     if method == "closed_form":
         identity = torch.eye(len(t_uu), dtype=t_uu.dtype, device=t_uu.device)
-        f_hidden = torch.linalg.solve(identity - t_uu, source)
+        f_hidden, info = torch.linalg.solve_ex(identity - t_uu, source)  # no host sync on the GPU
+        if check and info.item() != 0:
+            raise torch.linalg.LinAlgError(
+                f"I - T_UU is singular (the solver's info = {info.item()}): some hidden nodes reach no visible "
+                "one; keep the default teleport, or use method='iterative'")
+        f_hidden = f_hidden.masked_fill(info != 0, float("nan"))  # unchecked: a singular solve gives NaN
     else:
         tol = (1e-12 if transition.dtype == torch.float64 else 1e-6) if tol is None else tol
         f_hidden = torch.full_like(source, 1.0 / num_classes)

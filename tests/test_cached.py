@@ -192,7 +192,7 @@ def test_bad_chunk_sizes_are_refused(batch, chunk_size):
     texts, labels = batch
     encoder = tiny_encoder()
     head = torch.nn.Linear(encoder.dim, 2)
-    with pytest.raises(ValueError, match=r"chunk_size .*positive int"):
+    with pytest.raises(ValueError, match=r"chunk_size .*(positive int|got the bool True)"):
         cached_backward(encoder, texts, graph_loss(head, labels), chunk_size)
 
 
@@ -281,3 +281,53 @@ def test_the_benchmarks_memory_probe_sees_a_known_allocation():
     held.clear()
     measured = graph_scale.peak_memory_of(lambda: torch.ones(200 * 2**20 // 4).sum())  # 200 MiB, freed at once
     assert 199 <= measured["peak_mb"] <= 215
+
+
+def test_the_replay_forks_and_restores_the_cuda_generator_too(monkeypatch):
+    """On CUDA dropout draws from the device's generator: it is saved, replayed inside fork_rng, and put back."""
+    cuda = torch.device("cuda", 0)
+    generator_states = {cuda: torch.tensor([1], dtype=torch.uint8)}
+    forks = []
+
+    class Fork:
+        def __init__(self, devices):
+            self.devices = devices
+
+        def __enter__(self):
+            forks.append(list(self.devices))
+            self.saved = (torch.get_rng_state(), {d: generator_states[d].clone() for d in self.devices})
+
+        def __exit__(self, *exc_info):
+            torch.set_rng_state(self.saved[0])
+            generator_states.update(self.saved[1])
+
+    monkeypatch.setattr(cached.torch.random, "fork_rng", lambda devices: Fork(devices))
+    monkeypatch.setattr(cached.torch.cuda, "get_rng_state", lambda device: generator_states[device].clone())
+    monkeypatch.setattr(cached.torch.cuda, "set_rng_state", lambda state, device: generator_states.__setitem__(
+        device, state.clone()))
+    state = RandomState(cuda)
+    generator_states[cuda] = torch.tensor([2], dtype=torch.uint8)  # the generator moves on (dropout drew)
+    seen = []
+    with state:
+        seen.append(int(generator_states[cuda]))
+    assert forks == [[cuda]] and seen == [1]  # replayed from the saved state inside the fork
+    assert int(generator_states[cuda]) == 2  # and put back afterwards
+    assert RandomState(torch.device("cpu")).cuda_devices == [] and RandomState().cuda_devices == []
+
+
+def notebook_08_cells():
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "08_the_graph_beyond_one_batch.ipynb"
+    return ["".join(cell["source"]) for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+
+
+def test_notebook_08_replays_the_gpu_generator_and_times_the_gpu_it_waited_for():
+    cells = notebook_08_cells()
+    check = next(cell for cell in cells if "cached_gradient_max_abs_difference" in cell)
+    assert "torch.random.fork_rng(devices=generators)" in check and "torch.set_rng_state" not in check
+    assert 'generators = [device] if device.type == "cuda" else []' in check
+    for cell in (cell for cell in cells if "time.perf_counter() - started" in cell and "torch.distributed.run"
+                 not in cell):  # the two-process cell times subprocesses, not the GPU
+        assert "torch.cuda.synchronize()" in cell, cell[:200]
+    assert '%pip install --quiet "gloss-lite[integrations] @ git+' in cells[0]  # 08 imports the integrations

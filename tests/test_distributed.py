@@ -100,6 +100,11 @@ def gradient_task(rank):
     weights = torch.tensor([1.0, 2.0, 0.5])
     results["local_batch"] = distributed.local_batch(torch.arange(11), toy_problem()[3], weights)
     results["check"] = ddp_check.gradient_check(SIZES, lam=0.5, mask_seed=3)
+    try:  # embeddings of different widths on the two ranks
+        collectives.gather_with_grad(torch.zeros(2, 3 + rank))
+        results["widths"] = "no error"
+    except ValueError as error:
+        results["widths"] = str(error)
     return results
 
 
@@ -239,14 +244,15 @@ def weights_of(result):
 
 def fit_task(rank, folder):
     """Epoch 1 with a checkpoint, then a second call that resumes it for epoch 2."""
-    from gloss_lite.training import fit
+    from gloss_lite.training import TrainingDivergedError, fit
     from gloss_lite.training import loop as train_module
 
     train, val = splits()
-    saved = []
+    saved, seeds = [], []
     original = train_module.save_checkpoint
     train_module.save_checkpoint = lambda *args, **kwargs: saved.append(rank) or original(*args, **kwargs)
-    first = fit(train, val, config(epochs=1, checkpoint_dir=folder), encoder=tiny_encoder())
+    first = fit(train, val, config(epochs=1, checkpoint_dir=folder), encoder=tiny_encoder(),
+                on_epoch=lambda row: seeds.append(torch.initial_seed()))  # the seed of this rank's dropout
     resumed = fit(train, val, config(checkpoint_dir=folder), encoder=tiny_encoder())
     train_module.save_checkpoint = original
     refused = {}
@@ -255,8 +261,18 @@ def fit_task(rank, folder):
             fit(train, val, config(**changes), encoder=tiny_encoder())
         except ValueError as error:
             refused[name] = str(error)
+    encoder = tiny_encoder()
+    if rank == 1:  # only rank 1 sees NaN (DDP would overwrite NaN weights with rank 0's); CE gathers nothing
+        embed = encoder.forward
+        encoder.forward = lambda texts: embed(texts) * float("nan")
+    try:
+        fit(train, val, config(loss="ce", sigma=0.5, lpa_eval=False, class_weights=None), encoder=encoder)
+        diverged = "no error"
+    except TrainingDivergedError as error:
+        diverged = str(error)
     return {"first_history": first.history, "sigma": first.sigma, "resumed_history": resumed.history,
-            "resumed_weights": weights_of(resumed), "saved_by": saved, "refused": refused}
+            "resumed_weights": weights_of(resumed), "saved_by": saved, "refused": refused, "diverged": diverged,
+            "dropout_seeds": seeds}
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +335,96 @@ def test_the_command_line_writes_a_new_file_and_refuses_to_overwrite_one(tmp_pat
     report = json.loads(fresh.read_text())["runs"][1]
     assert report["world_size"] == 1 and report["local_sizes"] == [5] and report["lam"] == 0.5
     assert report["max_abs_gradient_difference"] < 1e-12 and report["mask_equals_single_process"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures that must be Python errors on every rank, not aborts or waits
+
+
+def test_embeddings_of_different_widths_are_a_python_error_on_every_rank(gradient_runs):
+    for result in gradient_runs:
+        assert "differ beyond their number of rows (rank 0: [2, 3], rank 1: [2, 4])" in result["widths"]
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(fit_runs):
+    for result in fit_runs:
+        assert "training diverged at epoch 1, step 1 of 4" in result["diverged"]
+        assert "the embeddings = NaN or infinite" in result["diverged"]
+
+
+def test_each_rank_draws_its_own_dropout(fit_runs):
+    seeds = [result["dropout_seeds"] for result in fit_runs]
+    assert seeds[0] == [0] and seeds[1] != seeds[0]  # rank 0 keeps the one-process seed (seed 0, epoch 0)
+
+
+def test_nccl_collectives_use_this_ranks_gpu_not_the_current_device(monkeypatch):
+    monkeypatch.setattr(collectives.dist, "get_backend", lambda *args: "nccl")
+    monkeypatch.setattr(collectives.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert collectives._collective_device() == torch.device("cuda", 1)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert collectives._collective_device() == torch.device("cuda", 0)  # nothing else to go by
+    monkeypatch.setattr(collectives.dist, "get_backend", lambda *args: "gloo")
+    assert collectives._collective_device() == torch.device("cpu")
+    flags = torch.tensor([False, True])
+    assert collectives.any_rank(flags) is flags  # one process: its own alarms
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"WORLD_SIZE": "two"}, r"WORLD_SIZE='two' must be a whole number >= 1"),
+    ({"WORLD_SIZE": "2"}, r"WORLD_SIZE=2 asks for 2 processes, but RANK, MASTER_ADDR, MASTER_PORT are not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "localhost"}, r"but MASTER_PORT is not set: start every"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "29999"}, r"RANK=2 .* 0 \.\. 1"),
+])
+def test_a_broken_torchrun_environment_is_a_clear_error(environment, message, monkeypatch, capsys, tmp_path):
+    for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        distributed.init_from_environment(torch.device("cpu"))
+    with pytest.raises(SystemExit) as exit_info:
+        ddp_check.main(["gradient-check", "--output", str(tmp_path / "report.json")])
+    assert exit_info.value.code == 2 and "torchrun" in capsys.readouterr().err
+
+
+def test_fit_check_refuses_an_unknown_loss_before_starting(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ddp_check.main(["fit-check", "--output", str(tmp_path / "fit.json"), "--loss", "nosuch"])
+    assert exit_info.value.code == 2 and "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def test_a_missing_second_process_is_a_timeout_error_within_the_limit(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(port), "GLOSS_LITE_RENDEZVOUS_TIMEOUT": "3"}
+    code = ("import torch; from gloss_lite.training import distributed; "
+            "distributed.init_from_environment(torch.device('cpu'))")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and time.monotonic() - started < 100
+    assert "TimeoutError: rank 0 of WORLD_SIZE=2: the 2 processes did not all meet" in done.stderr
+    assert "within 3 s" in done.stderr and "GLOSS_LITE_RENDEZVOUS_TIMEOUT" in done.stderr
+
+
+def test_the_readmes_torchrun_example_leaves_out_what_several_processes_refuse():
+    from conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("### A larger graph, and one graph across processes", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    command = section[section.index("```bash"):]
+    command = command[: command.index("```", 3)]
+    assert "torchrun" in command
+    instruction = section[section.index("Across processes"): section.index("```bash")]
+    config = instruction[instruction.index("TrainConfig("): instruction.index(")`") + 1].replace("\n", " ")
+    assert "chunk_size" not in config and "encoder_passes" not in config
+    from gloss_lite.training import TrainConfig
+
+    eval(config, {"TrainConfig": TrainConfig}).validate()  # the config it names is a valid one

@@ -19,6 +19,7 @@ from gloss_lite.training import LOSSES, CheckpointError, TrainConfig, TrainingDi
 from gloss_lite.training import checkpoint as checkpoint_module
 from gloss_lite.training import config as config_module
 from gloss_lite.training import loop as train_module
+from gloss_lite.training import step as step_module
 
 TOKENIZER = AutoTokenizer.from_pretrained(default_model_path())
 
@@ -128,17 +129,19 @@ def test_sigma_rules_are_estimated_on_the_initial_training_embeddings(rule, esti
         ({"weight_decay": -0.1}, r"weight_decay must be a finite number >= 0"),
         ({"weight_decay": float("nan")}, r"weight_decay must be a finite number >= 0"),
         ({"weight_decay": "0.01"}, r"weight_decay must be a finite number >= 0"),
-        ({"temperature": 0.0}, r"temperature \(used by the scl losses\) must be a finite number > 0"),
-        ({"temperature": float("inf")}, r"temperature .* must be a finite number > 0"),
-        ({"margin": -0.1}, r"margin \(used by the triplet losses\) must be a finite number > 0"),
+        ({"temperature": 0.0}, r"temperature \(used by the scl losses\) must be a positive number, got 0.0"),
+        ({"temperature": float("inf")}, r"temperature .* must be a positive number, got inf"),
+        ({"margin": -0.1}, r"margin \(used by the triplet losses\) must be a positive number"),
         ({"seed": -1}, r"seed must be an int >= 0"),
         ({"seed": 0.5}, r"seed must be an int >= 0"),
         ({"seed": True}, "seed must be a number, got the bool True"),
         ({"lr": True}, "lr must be a number, got the bool True"),
-        ({"lam": True}, "lam must be a number, got the bool True"),
+        ({"lam": True}, r"lam weighs .* must lie in \[0, 1\], got the bool True"),
         ({"sigma": True}, "sigma must be a number, got the bool True"),
-        ({"head_lr": float("nan")}, "head_lr must be a positive number"),
-        ({"amp": "no"}, r"amp must be True or False, got 'no'"),
+        ({"head_lr": float("nan")}, "head_lr must be None or a positive number, got nan"),
+        ({"amp": "no"}, r"amp must be one of \('auto', 'bf16', 'fp16', 'fp32', 'tf32'\), got 'no'"),
+        ({"amp": True}, r"amp must be one of .*got True"),
+        ({"deterministic": "yes"}, "deterministic must be True or False"),
         ({"lpa_eval": 1}, "lpa_eval must be True or False, got 1"),
         ({"progress": None}, "progress must be True or False"),
         ({"device": "gpu"}, r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or another torch device, got 'gpu'"),
@@ -148,6 +151,11 @@ def test_sigma_rules_are_estimated_on_the_initial_training_embeddings(rule, esti
         ({"pooling": "max"}, r"pooling must be one of \('mean', 'cls'\)"),
         ({"checkpoint_dir": ""}, "checkpoint_dir must be None or a non-empty path"),
         ({"max_length": 1.5}, "max_length must be a positive int"),
+        ({"encoder_passes": True}, "encoder_passes must be a number, got the bool True"),
+        ({"encoder_passes": 3}, r"encoder_passes must be one of \(1, 2\), got 3"),
+        ({"lr_decay": 0.0}, r"lr_decay multiplies the learning rate and must lie in \(0, 1\]"),
+        ({"patience": 0}, "patience must be None or a positive int, got 0"),
+        ({"class_weights": "inverse"}, r"class_weights must be one of \(None, 'balanced'\)"),
     ],
 )
 def test_bad_configurations_fail_at_once(changes, message, splits, monkeypatch):
@@ -245,8 +253,8 @@ def test_a_diverging_run_stops_with_epoch_step_and_settings_to_try(loss, splits,
 
 def test_a_nan_loss_names_the_loss_value_and_its_terms(splits, monkeypatch):
     train, val = splits
-    original = train_module.mix_losses
-    monkeypatch.setattr(train_module, "mix_losses", lambda ce, aux, lam: original(ce, aux * float("nan"), lam))
+    original = step_module.mix_losses
+    monkeypatch.setattr(step_module, "mix_losses", lambda ce, aux, lam: original(ce, aux * float("nan"), lam))
     pattern = r"step 1 of 3 .*the loss = nan \(ce = [0-9.]+, aux = [0-9.]+\).*larger sigma \(now 0.5\)"
     with pytest.raises(TrainingDivergedError, match=pattern):
         fit(train, val, quick(loss="gloss+ce", lpa_eval=False), encoder=tiny_encoder())
@@ -452,11 +460,11 @@ def test_balanced_class_weights_are_scikit_learns():
 def test_class_weights_reach_ce_and_gloss(splits, monkeypatch):
     train, val = splits
     seen = []
-    original = train_module.F.cross_entropy
-    monkeypatch.setattr(train_module.F, "cross_entropy",
+    original = step_module.F.cross_entropy
+    monkeypatch.setattr(step_module.F, "cross_entropy",
                         lambda *a, **k: seen.append(k.get("weight")) or original(*a, **k))
     config = quick(loss="gloss+ce", lpa_eval=False, class_weights="balanced")
-    aux = train_module.make_aux_loss(config, 2, 0.5, train_module.balanced_class_weights(train.labels, 2))
+    aux = step_module.make_aux_loss(config, 2, 0.5, train_module.balanced_class_weights(train.labels, 2))
     torch.testing.assert_close(aux.class_weights, train_module.balanced_class_weights(train.labels, 2))
     fit(train, val, config, encoder=tiny_encoder())
     assert seen and all(w is not None for w in seen)
@@ -468,8 +476,8 @@ def test_two_encoder_passes_feed_gloss_a_second_pass(splits, monkeypatch):
     calls, seen = [], []
     original = Encoder.forward
     monkeypatch.setattr(Encoder, "forward", lambda self, texts: calls.append(len(texts)) or original(self, texts))
-    original_gloss = train_module.GLoss.forward
-    monkeypatch.setattr(train_module.GLoss, "forward",
+    original_gloss = step_module.GLoss.forward
+    monkeypatch.setattr(step_module.GLoss, "forward",
                         lambda self, e, y: seen.append(e.detach().clone()) or original_gloss(self, e, y))
     encoder = tiny_encoder()
     encoder.model.config.hidden_dropout_prob = 0.5
@@ -498,7 +506,7 @@ def test_learning_rate_schedule_steps_after_each_epoch(splits):
 def test_gradient_clipping_is_applied_to_encoder_and_head_each_step(splits, monkeypatch):
     train, val = splits
     calls = []
-    monkeypatch.setattr(train_module.torch.nn.utils, "clip_grad_norm_",
+    monkeypatch.setattr(step_module.torch.nn.utils, "clip_grad_norm_",
                         lambda params, max_norm: calls.append((len(list(params)), max_norm)))
     encoder = tiny_encoder()
     fit(train, val, quick(loss="ce", lpa_eval=False, grad_clip=1.0), encoder=encoder)
@@ -544,10 +552,10 @@ def test_resumed_early_stopped_run_does_not_train_on(splits, tmp_path):
 def test_gradient_share_by_hand():
     e = torch.randn(4, 3, requires_grad=True)
     a, b = torch.randn(4, 3), torch.randn(4, 3)
-    share = train_module.gradient_share((e * a).sum(), e, (e * b).sum(), e)
+    share = step_module.gradient_share((e * a).sum(), e, (e * b).sum(), e)
     assert share == pytest.approx(float(b.norm() / (a.norm() + b.norm())), rel=1e-6)
     other = torch.randn(4, 3, requires_grad=True)  # a second encoder pass
-    assert train_module.gradient_share((e * a).sum(), e, (other * 0).sum(), other) == 0.0
+    assert step_module.gradient_share((e * a).sum(), e, (other * 0).sum(), other) == 0.0
 
 
 def test_history_logs_the_aux_gradient_share(splits):
@@ -588,11 +596,88 @@ def test_gradient_probes_split_the_backward_pass_into_each_terms_push():
     e = torch.randn(5, 3, requires_grad=True)
     a = torch.randn(5, 3)
     norms = {}
-    ce_view = train_module._gradient_probe(e, "ce", norms)
-    aux_view = train_module._gradient_probe(e, "aux", norms)
+    ce_view = step_module._gradient_probe(e, "ce", norms)
+    aux_view = step_module._gradient_probe(e, "aux", norms)
     ce_term, aux_term = 0.3 * (ce_view * a).sum(), 0.7 * (aux_view ** 2).sum()
-    expected = train_module.gradient_share(ce_term, ce_view, aux_term, aux_view)
+    expected = step_module.gradient_share(ce_term, ce_view, aux_term, aux_view)
     (ce_term + aux_term).backward()
     assert norms["ce"] == pytest.approx(float((0.3 * a).norm()), rel=1e-6)
     assert norms["aux"] == pytest.approx(float((1.4 * e.detach()).norm()), rel=1e-6)
     assert norms["aux"] / (norms["ce"] + norms["aux"]) == pytest.approx(expected, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss name, parsed in one place; the step computes each term once
+
+
+@pytest.mark.parametrize("loss, parsed", [
+    ("ce", ("ce", True)), ("gloss", ("gloss", False)), ("gloss+ce", ("gloss", True)), ("scl", ("scl", False)),
+    ("scl+ce", ("scl", True)), ("triplet+ce", ("triplet", True)), ("contrastive", ("contrastive", False)),
+])
+def test_parse_loss_names_the_kind_and_whether_ce_trains_the_encoder(loss, parsed):
+    assert config_module.parse_loss(loss) == parsed
+
+
+@pytest.mark.parametrize("loss", ["mse", "gloss+", "ce+ce", "GLoss", None, ["ce"]])
+def test_parse_loss_refuses_unknown_names(loss):
+    with pytest.raises(ValueError, match=r"loss must be one of \('ce', 'gloss'"):
+        config_module.parse_loss(loss)
+
+
+@pytest.mark.parametrize("loss, expected_calls", [("gloss", 3), ("scl", 3), ("gloss+ce", 3), ("ce", 3)])
+def test_the_heads_cross_entropy_is_computed_once_per_step(loss, expected_calls, splits, monkeypatch):
+    train, val = splits
+    calls = []
+    original = step_module.F.cross_entropy
+    monkeypatch.setattr(step_module.F, "cross_entropy", lambda *a, **k: calls.append(1) or original(*a, **k))
+    fit(train, val, quick(loss=loss, lpa_eval=False), encoder=tiny_encoder())
+    assert len(calls) == expected_calls  # 24 documents in batches of 8: three steps, one CE each
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU readiness: checkpoint interval, per-rank dropout, determinism, precision in the history
+
+
+def test_checkpoints_are_written_at_the_chosen_interval_and_after_the_last_epoch(splits, tmp_path, monkeypatch):
+    train, val = splits
+    saved = []
+    original = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda path, run, history, epoch, *rest: saved.append(
+        epoch + 1) or original(path, run, history, epoch, *rest))
+    settings = dict(loss="ce", lpa_eval=False, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    three = fit(train, val, quick(epochs=3, **settings), encoder=tiny_encoder())
+    assert saved == [2, 3]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2  # the last epoch, 0-based
+    resumed = fit(train, val, quick(epochs=4, **{**settings, "checkpoint_every": 1}), encoder=tiny_encoder())
+    assert saved == [2, 3, 4] and [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]  # the interval may change
+    assert resumed.history[2]["seconds"] == three.history[2]["seconds"]
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive int, got 0"):
+        quick(checkpoint_every=0).validate()
+
+
+def test_every_rank_draws_its_own_dropout_and_rank_zero_keeps_the_one_process_seed():
+    seeds = [train_module.dropout_seed(7003, rank) for rank in range(4)]
+    assert seeds[0] == 7003 and len(set(seeds)) == 4 and all(0 <= s < 2**64 for s in seeds)
+    assert train_module.dropout_seed(7004, 1) != seeds[1]  # and each epoch its own
+
+
+def test_deterministic_algorithms_hold_during_the_run_only(splits):
+    train, val = splits
+    during = []
+    fit(train, val, quick(loss="ce", lpa_eval=False, deterministic=True), encoder=tiny_encoder(),
+        on_epoch=lambda row: during.append(torch.are_deterministic_algorithms_enabled()))
+    assert during == [True] and not torch.are_deterministic_algorithms_enabled()
+    assert "deterministic algorithms" in fit.__doc__
+
+
+def test_the_history_and_the_result_record_the_precision(splits):
+    train, val = splits
+    result = fit(train, val, quick(loss="ce", lpa_eval=False), encoder=tiny_encoder())
+    assert result.precision == "fp32" and result.history[0]["precision"] == "fp32"
+
+
+def test_a_diverged_authors_run_names_its_learning_rate(splits):
+    train, val = splits
+    config = TrainConfig.authors("ce", epochs=1, batch_size=8, lr=1e30, device="cpu", progress=False, patience=None)
+    with pytest.raises(TrainingDivergedError, match=r"and head_lr \(now 1e\+30\)"):
+        fit(train, val, config, encoder=tiny_encoder())

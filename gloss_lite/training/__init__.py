@@ -4,7 +4,8 @@
 module                  what it holds                                                     notebook
 ======================  ================================================================  =======
 ``config``              ``TrainConfig``, the course's and the authors' recipes             05, 07
-``loop``                ``fit``: the epoch, the step (plain and cached), evaluation         05, 06
+``loop``                ``fit``: the epochs, batches, evaluation, early stopping            05, 06
+``step``                one step: embed, loss terms, backward, clip, optimiser step        05, 06
 ``checkpoint``          the checkpoint format, checksum, fingerprints, atomic save         05
 ``tune``                G-Loss-O: an Optuna search over sigma, gamma, lambda, lr           04
 ``sampling``            class-balanced batches (two of every class)                        08
@@ -15,13 +16,13 @@ module                  what it holds                                           
 """
 
 from .checkpoint import BEST_NAME, CHECKPOINT_NAME, CheckpointError
-from .config import AUTHORS_MODEL, AUTHORS_SEARCH_SPACE, AUTHORS_TUNING, LOSSES, RECIPES, TrainConfig
-from .loop import TrainingDivergedError, TrainResult, balanced_class_weights, estimate_sigma, fit, gradient_share
+from .config import AUTHORS_MODEL, AUTHORS_SEARCH_SPACE, AUTHORS_TUNING, LOSSES, RECIPES, TrainConfig, parse_loss
+from .loop import TrainResult, balanced_class_weights, estimate_sigma, fit
+from .step import TrainingDivergedError, gradient_share
 from .tune import tune
 
 __all__ = [
     "AUTHORS_MODEL", "AUTHORS_SEARCH_SPACE", "AUTHORS_TUNING", "BEST_NAME", "CHECKPOINT_NAME", "LOSSES", "RECIPES",
     "CheckpointError", "TrainConfig", "TrainResult", "TrainingDivergedError", "balanced_class_weights",
-    "estimate_sigma", "fit",
-    "gradient_share", "tune",
+    "estimate_sigma", "fit", "gradient_share", "parse_loss", "tune",
 ]

@@ -9,13 +9,14 @@ documents at once. But the loss needs only the embeddings ``E`` (``N x d``), and
 steps, holding activations for one chunk of ``chunk_size`` documents at a time:
 
 1. **Embed without gradient.** ``E`` is computed chunk by chunk under ``torch.no_grad()``, in
-   train mode (dropout on). Before each chunk ``k`` the random state is saved (``RandomState``).
+   train mode (dropout on). Before each chunk ``k`` the random state is saved (``RandomState``,
+   the CPU's and the CUDA device's generators).
 2. **Loss on the cached embeddings.** ``E`` becomes a leaf that requires grad; the loss is
    computed on it and ``loss.backward()`` gives ``G = dLoss/dE`` (``N x d``). Parameters the
    loss uses directly (the head's) receive their gradient here.
 3. **Re-embed with gradient.** Each chunk ``k`` is embedded again with gradient, its random
-   state restored, and ``E_k.backward(G_k)`` pushes its slice of ``G`` into the encoder's
-   parameters; then the chunk's activations are freed.
+   state replayed inside ``torch.random.fork_rng``, and ``E_k.backward(G_k)`` pushes its slice
+   of ``G`` into the encoder's parameters; then the chunk's activations are freed.
 
 Why the gradient is exact: by the chain rule,
 
@@ -49,6 +50,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..checks import check_int
 from ..encoders import Encoder
 
 __all__ = ["cached_backward", "check_chunk_size", "RandomState"]
@@ -57,9 +59,9 @@ __all__ = ["cached_backward", "check_chunk_size", "RandomState"]
 class RandomState:
     """The random state of torch's CPU generator (and of a CUDA device's) as it is when created.
 
-    ``with state:`` runs its block from that saved state, then puts back the state that held
-    just before the block, so code after the block is unaffected by the replay. Use it to
-    repeat a random computation (dropout) exactly::
+    ``with state:`` runs its block from that saved state inside ``torch.random.fork_rng``, which
+    puts back the state that held just before the block, so code after the block is unaffected
+    by the replay. Use it to repeat a random computation (dropout) exactly::
 
         state = RandomState()
         first = torch.nn.functional.dropout(x, 0.1)
@@ -72,39 +74,30 @@ class RandomState:
 
     def __init__(self, device: torch.device | str | None = None) -> None:
         device = torch.device(device) if device is not None else None
-        self.cuda_device = device if device is not None and device.type == "cuda" else None
+        self.cuda_devices = [device] if device is not None and device.type == "cuda" else []
         self.cpu_state = torch.get_rng_state()
-        self.cuda_state = torch.cuda.get_rng_state(self.cuda_device) if self.cuda_device is not None else None
-        self._outside = None
-
-    def _current(self) -> tuple:
-        cuda = torch.cuda.get_rng_state(self.cuda_device) if self.cuda_device is not None else None
-        return torch.get_rng_state(), cuda
-
-    def _set(self, cpu_state: torch.Tensor, cuda_state: torch.Tensor | None) -> None:
-        torch.set_rng_state(cpu_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state(cuda_state, self.cuda_device)
+        self.cuda_states = [torch.cuda.get_rng_state(cuda) for cuda in self.cuda_devices]
+        self._fork = None
 
     def __enter__(self) -> "RandomState":
-        if self._outside is not None:
+        if self._fork is not None:
             raise RuntimeError("this RandomState is already being replayed; nest two RandomState objects instead")
-        self._outside = self._current()
-        self._set(self.cpu_state, self.cuda_state)
+        self._fork = torch.random.fork_rng(devices=self.cuda_devices)
+        self._fork.__enter__()
+        torch.set_rng_state(self.cpu_state)
+        for cuda, state in zip(self.cuda_devices, self.cuda_states):
+            torch.cuda.set_rng_state(state, cuda)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        outside, self._outside = self._outside, None
-        self._set(*outside)
+        fork, self._fork = self._fork, None
+        fork.__exit__(*exc_info)
 
 
-def check_chunk_size(chunk_size) -> int:
-    """``chunk_size`` if it is a positive int; otherwise a ``ValueError`` saying what would do."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(
-            f"chunk_size is the number of documents embedded with gradient at a time and must be a positive int "
-            f"(such as 32), got {chunk_size!r}"
-        )
+def check_chunk_size(chunk_size, *, allow_none: bool = False) -> int | None:
+    """``chunk_size`` if it is a positive int (or None with ``allow_none``); otherwise a ``ValueError``."""
+    check_int("chunk_size", chunk_size, allow_none=allow_none,
+              what=" (the number of documents embedded with gradient at a time, such as 32)")
     return chunk_size
 
 
@@ -115,7 +108,8 @@ def cached_backward(
     chunk_size: int,
     *,
     passes: int = 1,
-    autocast: bool = False,
+    autocast: bool | torch.dtype = False,
+    scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, ...]]:
     """Backpropagate ``loss_of_embeddings(E)`` through ``encoder`` holding one chunk's activations at a time.
 
@@ -132,9 +126,12 @@ def cached_backward(
         chunk_size: documents embedded at a time (positive int; ``>= N`` is one chunk).
         passes: 2 embeds the texts twice (each pass its own dropout, as two encoder calls would)
             and calls ``loss_of_embeddings(E_1, E_2)``.
-        autocast: run the encoder under bfloat16 autocast on its device (CUDA), its output cast
-            to float32, as ``gloss_lite.training.fit`` does with ``amp``; otherwise the embeddings
-            keep the encoder's dtype.
+        autocast: run the encoder under autocast on its device, its output cast to float32, as
+            ``gloss_lite.training.fit`` does with ``amp``: True for bfloat16, or a dtype
+            (``torch.float16``); False keeps the encoder's dtype.
+        scale: applied to the loss before the backward pass (``torch.amp.GradScaler.scale`` for
+            fp16): every gradient, the encoder's and the head's, then carries the scale, to be
+            unscaled before clipping and the optimiser step. The returned loss is unscaled.
 
     Returns:
         ``(loss, embeddings)``: the loss (detached) and the embeddings, detached (a tuple of
@@ -153,8 +150,10 @@ def cached_backward(
     chunks = [texts[start : start + chunk_size] for start in range(0, len(texts), chunk_size)]
     device = encoder.device
 
+    dtype = torch.bfloat16 if autocast is True else autocast
+
     def embed(chunk):
-        precision = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if autocast else nullcontext()
+        precision = torch.autocast(device_type=device.type, dtype=dtype) if autocast else nullcontext()
         with precision:
             output = encoder(chunk)
         return output.float() if autocast else output
@@ -175,7 +174,7 @@ def cached_backward(
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""
         raise ValueError(f"loss_of_embeddings must return a scalar tensor, got {type(loss).__name__}{shape}")
-    loss.backward()
+    (scale(loss) if scale is not None else loss).backward()
 
     # Step 3: each chunk again with gradient, its dropout replayed, fed its slice of dLoss/dE.
     for leaf, pass_states in zip(cached, states):

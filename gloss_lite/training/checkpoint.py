@@ -5,8 +5,8 @@ Used by ``gloss_lite.training.loop.fit`` (taught in ``notebooks/05_fine_tuning.i
 A checkpoint holds only tensors and plain values, loaded with ``weights_only=True``, with a
 checksum over every byte and fingerprints of the training and validation data;
 ``load_checkpoint`` lists what makes one unusable (``CheckpointError``). The checkpoint folder
-is checked writable before any work. Every epoch's shuffling, dropout and masks are seeded from
-``(seed, epoch)``, so a resumed run equals an uninterrupted one.
+is checked writable before any work. ``fit`` writes one every ``checkpoint_every`` epochs and
+after the last; when a resumed run equals an uninterrupted one is said in ``fit``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ BEST_NAME = "best.pt"
 def _comparable(config: TrainConfig) -> dict:
     """The settings a checkpoint must agree on to be resumed (not bookkeeping like progress bars)."""
     settings = dataclasses.asdict(config)
-    for key in ("epochs", "checkpoint_dir", "progress", "device"):
+    for key in ("epochs", "checkpoint_dir", "checkpoint_every", "progress", "device", "deterministic"):
         settings.pop(key)
     settings["lr_milestones"] = list(settings["lr_milestones"])
     return _plain(settings)
@@ -197,13 +197,18 @@ def load_checkpoint(path: Path, fingerprint: dict, config: TrainConfig, num_clas
     return state
 
 
-def restore(state: dict, path: Path, encoder, head, optimizer, scheduler) -> tuple[list, int]:
-    """Load a verified checkpoint into the model, optimiser and schedule; return (history, first epoch to run)."""
+def restore(state: dict, path: Path, encoder, head, optimizer, scheduler, scaler=None) -> tuple[list, int]:
+    """Load a verified checkpoint into the model, optimiser, schedule (and fp16 gradient scaler).
+
+    Returns ``(history, first epoch to run)``.
+    """
     try:
         encoder.model.load_state_dict(state["encoder"])
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError) as error:
         raise CheckpointError(
             f"{path} does not fit this model ({first_line(error)}); it was written for another encoder: resume "
@@ -225,15 +230,19 @@ def atomic_save(state, path: Path) -> None:
     partial.replace(path)  # atomic: an interruption mid-write leaves the previous file intact
 
 
-def save_checkpoint(path: Path, encoder, head, optimizer, scheduler, history, epoch, sigma, best, config,
-                     fingerprint) -> None:
-    """Write the run's state after ``epoch`` atomically: only tensors and plain values, with a checksum."""
+def save_checkpoint(path: Path, run, history, epoch, best, fingerprint) -> None:
+    """Write ``run``'s state after ``epoch`` atomically: only tensors and plain values, with a checksum.
+
+    ``run`` is the ``gloss_lite.training.step.TrainingRun``: its model, optimiser, schedule,
+    sigma, configuration and fp16 gradient scaler.
+    """
+    encoder, head = run.model
     state = {
         "format": CHECKPOINT_FORMAT,
-        "encoder": encoder.model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": _plain(scheduler.state_dict()), "history": _plain(history), "epoch": epoch,
-        "sigma": _plain(sigma), "best": _plain(best), "config": _comparable(config), "data": fingerprint,
+        "encoder": encoder.model.state_dict(), "head": head.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": _plain(run.scheduler.state_dict()), "history": _plain(history), "epoch": epoch,
+        "sigma": _plain(run.sigma), "best": _plain(best), "config": _comparable(run.config), "data": fingerprint,
+        "scaler": _plain(run.scaler.state_dict()) if run.scaler is not None else {},
     }
     state["checksum"] = _checksum(state)
     atomic_save(state, path)
-

@@ -17,14 +17,18 @@ puts back the best one, and ``fit(..., test=)`` scores both.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
 import torch
 
 from ..baselines import TripletLoss
+from ..checks import check_bool, check_choice, check_in_range, check_int, check_non_negative, check_positive
 from ..encoders import POOLINGS
+from ..graph import SCHEMES
+from ..losses import TARGETS
+from ..masking import check_gamma
+from ..runtime import PRECISIONS
 from ..sigma import check_sigma_setting
 from .cached import check_chunk_size
 
@@ -44,6 +48,21 @@ LOSSES = (
     "ce", "gloss", "gloss+ce", "scl", "scl+ce", "triplet", "triplet+ce", "contrastive", "contrastive+ce",
 )
 
+
+def parse_loss(loss: str) -> tuple[str, bool]:
+    """A loss name as ``(kind, with_ce)``: what trains the encoder besides CE, and whether CE does too.
+
+    ``"gloss+ce"`` is ``("gloss", True)``: ``(1 - lam) CE + lam G-Loss``; ``"gloss"`` is
+    ``("gloss", False)``: G-Loss alone moves the encoder (the head learns on detached
+    embeddings); ``"ce"`` is ``("ce", True)``. The kinds are ``"ce"``, ``"gloss"``, ``"scl"``,
+    ``"triplet"`` and ``"contrastive"``. Raises ``ValueError`` for a name not in ``LOSSES``.
+    """
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "ce":
+        return "ce", True
+    kind, plus, _ = loss.partition("+")
+    return kind, bool(plus)
 
 
 OPTIMIZERS = ("adamw", "adam")
@@ -114,10 +133,12 @@ class TrainConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA (the G-Loss solve stays in float32)
+    amp: str = "auto"  # precision: "auto", "bf16", "fp16", "fp32" or "tf32" (runtime.choose_precision)
+    deterministic: bool = False  # torch's deterministic algorithms (a resumed CUDA run then equals an unbroken one)
     lpa_eval: bool = True
     lpa_reference_size: int = 2000
     checkpoint_dir: str | None = None
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
     progress: bool = True
     log_grad_share: bool = True  # measure the aux term's share of the push on the embeddings
     recipe: str = "course"  # a label for results files: "course" or "authors"
@@ -129,12 +150,14 @@ class TrainConfig:
         ``lam`` is 0.1 for G-Loss and 0.9 for SCL, as in their code. The offline default model
         stays all-MiniLM-L6-v2; ``model=AUTHORS_MODEL`` ("bert-base-uncased") is theirs.
         """
+        kind, with_ce = parse_loss(loss)
         settings = dict(
             loss=loss, recipe="authors", epochs=200, batch_size=128, lr=1e-5, head_lr=None, weight_decay=0.0,
             optimizer="adam", lr_milestones=(30,), lr_decay=0.1, grad_clip=1.0, patience=10, restore_best=True,
-            class_weights="balanced", encoder_passes=2, pooling="cls", max_length=128, amp=False,
-            lam=0.9 if loss.startswith("scl") else 0.1, gamma=0.7, sigma="sqrt", sigma_variant="authors",
-            sigma_sample_size=None, target="authors", divide_by_hidden=loss == "gloss+ce", stratified_mask=False,
+            class_weights="balanced", encoder_passes=2, pooling="cls", max_length=128, amp="fp32",
+            lam=0.9 if kind == "scl" else 0.1, gamma=0.7, sigma="sqrt", sigma_variant="authors",
+            sigma_sample_size=None, target="authors", divide_by_hidden=kind == "gloss" and with_ce,
+            stratified_mask=False,
             scl_base_temperature=0.07, margin=5.0, triplet_normalize=False, contrastive_form="cosine_mse",
             lpa_eval=False,
         )
@@ -144,76 +167,24 @@ class TrainConfig:
     def validate(self, num_classes: int | None = None) -> None:
         """Raise ``ValueError`` naming the first bad setting and what would be valid.
 
-        Every field is checked: its type (``True`` is not a number here), its range and, for
-        names, the valid choices (see also ``_check_settings``).
+        Every field is checked (``gloss_lite.checks``): its type (``True`` is not a number here),
+        its range and, for names, the valid choices.
         """
-        _check_settings(self)
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("epochs", "batch_size", "max_length", "lpa_reference_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
-        if self.chunk_size is not None:
-            check_chunk_size(self.chunk_size)
-            if self.chunk_size >= self.batch_size:
-                raise ValueError(
-                    f"chunk_size {self.chunk_size} >= batch_size {self.batch_size}: every batch would be one chunk, "
-                    f"and caching would only add a second encoder pass; use chunk_size=None for the plain step, or "
-                    f"a chunk_size below batch_size (the graph stays batch_size documents)"
-                )
-        if self.batch_sampler not in BATCH_SAMPLERS:
-            raise ValueError(f"batch_sampler must be one of {BATCH_SAMPLERS}, got {self.batch_sampler!r}")
+        parse_loss(self.loss)
+        _check_numbers(self)
+        _check_names(self)
+        _check_paths_and_device(self)
+        if self.chunk_size is not None and self.chunk_size >= self.batch_size:
+            raise ValueError(
+                f"chunk_size {self.chunk_size} >= batch_size {self.batch_size}: every batch would be one chunk, "
+                f"and caching would only add a second encoder pass; use chunk_size=None for the plain step, or "
+                f"a chunk_size below batch_size (the graph stays batch_size documents)"
+            )
         if num_classes is not None and self.batch_sampler == "balanced" and self.batch_size < 2 * num_classes:
             raise ValueError(
                 f"batch_sampler='balanced' puts 2 documents of each of the {num_classes} classes into every batch: "
                 f"use batch_size >= {2 * num_classes}, or batch_sampler='shuffle'"
             )
-        for name in ("lr", "head_lr"):
-            value = getattr(self, name)
-            if name == "head_lr" and value is None:
-                continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
-        if self.encoder_passes not in (1, 2):
-            raise ValueError(f"encoder_passes must be 1 or 2, got {self.encoder_passes!r}")
-        if self.class_weights not in (None, "balanced"):
-            raise ValueError(f"class_weights must be None or 'balanced', got {self.class_weights!r}")
-        if self.sigma_variant not in RECIPES:
-            raise ValueError(f"sigma_variant must be one of {RECIPES}, got {self.sigma_variant!r}")
-        if self.contrastive_form not in CONTRASTIVE_FORMS:
-            raise ValueError(f"contrastive_form must be one of {CONTRASTIVE_FORMS}, got {self.contrastive_form!r}")
-        milestones = self.lr_milestones
-        if not isinstance(milestones, (tuple, list)) or not all(
-                isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones):
-            raise ValueError(f"lr_milestones must be a tuple of positive ints (epochs), got {milestones!r}")
-        if not isinstance(self.lr_decay, (int, float)) or not 0.0 < self.lr_decay <= 1.0:
-            raise ValueError(f"lr_decay multiplies the learning rate and must lie in (0, 1], got {self.lr_decay!r}")
-        for name in ("grad_clip", "sigma_fallback"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
-                raise ValueError(f"{name} must be None or a positive number, got {value!r}")
-        for name in ("patience", "sigma_sample_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be None or a positive int, got {value!r}")
-        if not isinstance(self.lam, (int, float)) or not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"lam weighs the auxiliary loss against CE and must lie in [0, 1], got {self.lam!r}")
-        if not isinstance(self.gamma, (int, float)) or not 0.0 < self.gamma < 1.0:
-            raise ValueError(f"gamma is the fraction of visible labels and must lie in (0, 1), got {self.gamma!r}")
-        check_sigma_setting(self.sigma)
-        if self.scheme not in ("gloss", "row"):
-            raise ValueError(f"scheme must be 'gloss' or 'row', got {self.scheme!r}")
-        if self.target not in ("nll", "authors"):
-            raise ValueError(f"target must be 'nll' or 'authors', got {self.target!r}")
-        if self.triplet_mining not in TripletLoss.MININGS:
-            raise ValueError(f"triplet_mining must be one of {TripletLoss.MININGS}, got {self.triplet_mining!r}")
         if num_classes is not None and self.loss != "ce" and self.batch_size <= num_classes:
             raise ValueError(
                 f"batch_size {self.batch_size} cannot hold the {num_classes} classes plus one more document; "
@@ -221,27 +192,48 @@ class TrainConfig:
             )
 
 
-def _check_settings(config: TrainConfig) -> None:
-    """The checks of ``TrainConfig.validate`` on types, booleans, names and the remaining numbers."""
-    for name in ("epochs", "batch_size", "chunk_size", "max_length", "lpa_reference_size", "seed", "lr", "head_lr",
-                 "weight_decay", "lam", "gamma", "sigma", "temperature", "margin"):
-        if isinstance(getattr(config, name), bool):
-            raise ValueError(f"{name} must be a number, got the bool {getattr(config, name)!r}")
-    for name in ("amp", "lpa_eval", "progress"):
-        if not isinstance(getattr(config, name), bool):
-            raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}")
-    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**53:
-        raise ValueError(f"seed must be an int >= 0 (below 2**53), got {config.seed!r}")
-    if not isinstance(config.weight_decay, (int, float)) or not math.isfinite(config.weight_decay) \
-            or config.weight_decay < 0:
-        raise ValueError(f"weight_decay must be a finite number >= 0 (AdamW's decoupled decay), got "
-                         f"{config.weight_decay!r}")
-    for name, used_by in (("temperature", "scl"), ("margin", "triplet")):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} (used by the {used_by} losses) must be a finite number > 0, got {value!r}")
-    if config.pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {config.pooling!r}")
+def _check_numbers(config: TrainConfig) -> None:
+    """Every numeric field: its type (a bool is no number), and its range."""
+    for name in ("epochs", "max_length", "lpa_reference_size", "checkpoint_every"):
+        check_int(name, getattr(config, name))
+    check_int("batch_size", config.batch_size, minimum=2)
+    check_chunk_size(config.chunk_size, allow_none=True)
+    for name in ("patience", "sigma_sample_size"):
+        check_int(name, getattr(config, name), allow_none=True)
+    check_int("seed", config.seed, minimum=0)
+    if config.seed >= 2**53:
+        raise ValueError(f"seed must be an int >= 0 below 2**53, got {config.seed!r}")
+    check_positive("lr", config.lr)
+    for name in ("head_lr", "grad_clip", "sigma_fallback"):
+        check_positive(name, getattr(config, name), allow_none=True)
+    check_non_negative("weight_decay", config.weight_decay)
+    check_positive("temperature", config.temperature, what=" (used by the scl losses)")
+    check_positive("margin", config.margin, what=" (used by the triplet losses)")
+    check_in_range("lam", config.lam, 0.0, 1.0, meaning="weighs the auxiliary loss against CE and")
+    check_gamma(config.gamma)
+    check_in_range("lr_decay", config.lr_decay, 0.0, 1.0, low_open=True, meaning="multiplies the learning rate and")
+    milestones = config.lr_milestones
+    if not isinstance(milestones, (tuple, list)) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones):
+        raise ValueError(f"lr_milestones must be a tuple of positive ints (epochs), got {milestones!r}")
+    check_sigma_setting(config.sigma)
+
+
+def _check_names(config: TrainConfig) -> None:
+    """Every field that names a choice, and the switches."""
+    for name in ("lpa_eval", "progress", "deterministic"):
+        check_bool(name, getattr(config, name))
+    check_choice("amp", config.amp, PRECISIONS)
+    check_int("encoder_passes", config.encoder_passes)
+    for name, choices in (("encoder_passes", (1, 2)), ("batch_sampler", BATCH_SAMPLERS), ("optimizer", OPTIMIZERS),
+                          ("recipe", RECIPES), ("class_weights", (None, "balanced")), ("sigma_variant", RECIPES),
+                          ("contrastive_form", CONTRASTIVE_FORMS), ("scheme", SCHEMES), ("target", TARGETS),
+                          ("triplet_mining", TripletLoss.MININGS), ("pooling", POOLINGS)):
+        check_choice(name, getattr(config, name), choices)
+
+
+def _check_paths_and_device(config: TrainConfig) -> None:
+    """The model and checkpoint paths (None or non-empty) and the device (a torch device, or "auto")."""
     for name in ("model", "checkpoint_dir"):
         value = getattr(config, name)
         if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip()):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..collectives import barrier, gather_with_grad, local_sizes, rank, world_size
 from ..losses import GLoss, g_loss
 from ..masking import split_mask
+from .config import LOSSES
 from .distributed import init_from_environment, replicate
 
 __all__ = ["CHECKS", "fit_check", "gradient_check", "main"]
@@ -163,14 +164,17 @@ def main(argv=None) -> int:
     parser.add_argument("check", choices=sorted(CHECKS))
     parser.add_argument("--output", required=True, help="the JSON file to write (must not exist yet)")
     parser.add_argument("--seed", type=int, default=0, help="mask seed of gradient-check; -1 for seed=None")
-    parser.add_argument("--loss", default="gloss+ce", help="the loss of fit-check (a TrainConfig.loss)")
+    parser.add_argument("--loss", default="gloss+ce", choices=LOSSES, help="the loss of fit-check")
     args = parser.parse_args(argv)
     output = Path(args.output)
     if output.exists():
         parser.error(f"{output} exists; this command never overwrites a file: choose a new path")
     if not output.parent.is_dir():
         parser.error(f"the folder of {output} does not exist")
-    started = init_from_environment(torch.device("cpu"))
+    try:
+        started = init_from_environment(torch.device("cpu"))
+    except (ValueError, TimeoutError) as error:  # a broken torchrun environment, a process that never came
+        parser.error(str(error))
     try:
         if args.check == "gradient-check":
             sizes = [5 + 2 * r for r in range(world_size())]  # uneven: 5, 7, 9, ...

@@ -51,6 +51,7 @@ Command line (rank 0 writes the file; an existing file is never overwritten)::
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
 
@@ -133,18 +134,77 @@ def replicate(module: torch.nn.Module, device: torch.device, *, find_unused_para
     return _Replica(module, **options)
 
 
+RENDEZVOUS_TIMEOUT = 120.0  # seconds for all processes to join; GLOSS_LITE_RENDEZVOUS_TIMEOUT overrides it
+
+
+def _whole_number(name: str, minimum: int = 0) -> int:
+    """The environment variable ``name`` as an int >= ``minimum``; a ``ValueError`` naming it otherwise."""
+    raw = os.environ[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ValueError(f"the environment variable {name}={raw!r} must be a whole number >= {minimum}; torchrun "
+                         f"sets it (torchrun --nproc_per_node N ...), or unset WORLD_SIZE to train in one process")
+    return value
+
+
+def environment() -> tuple[int, int] | None:
+    """``(rank, world_size)`` that torchrun set for this process; None for a single process.
+
+    Raises ``ValueError`` naming the variable and the fix for ``WORLD_SIZE`` that is not a whole
+    number, or ``WORLD_SIZE > 1`` without ``RANK``, ``MASTER_ADDR`` or ``MASTER_PORT`` (or with a
+    rank outside ``0 .. WORLD_SIZE - 1``).
+    """
+    if "WORLD_SIZE" not in os.environ or _whole_number("WORLD_SIZE", minimum=1) == 1:
+        return None
+    size = _whole_number("WORLD_SIZE", minimum=1)
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ValueError(
+            f"WORLD_SIZE={size} asks for {size} processes, but {', '.join(missing)} {verb} not set: start every "
+            f"process with torchrun --nproc_per_node {size} (it sets them), or unset "
+            "WORLD_SIZE to train in one process")
+    rank, port = _whole_number("RANK"), _whole_number("MASTER_PORT", minimum=1)
+    if rank >= size or port > 65535:
+        raise ValueError(f"RANK={rank} and MASTER_PORT={port} must lie in 0 .. {size - 1} and 1 .. 65535 "
+                         f"(WORLD_SIZE={size}); start the processes with torchrun")
+    return rank, size
+
+
 def init_from_environment(device: torch.device) -> bool:
     """Initialise the default process group when ``torchrun`` started this process and none exists.
 
     ``WORLD_SIZE > 1`` in the environment (``torchrun`` also sets ``RANK``, ``LOCAL_RANK``,
-    ``MASTER_ADDR`` and ``MASTER_PORT``): NCCL for a CUDA ``device`` (after choosing the GPU
-    ``LOCAL_RANK``), gloo for the CPU. Returns True when it initialised one.
+    ``MASTER_ADDR`` and ``MASTER_PORT``; ``environment`` checks them): NCCL for a CUDA ``device``
+    (after choosing the GPU ``LOCAL_RANK``), gloo for the CPU. The processes must all join
+    within ``RENDEZVOUS_TIMEOUT`` seconds (environment variable ``GLOSS_LITE_RENDEZVOUS_TIMEOUT``):
+    a missing process raises ``TimeoutError`` then, not after torch's 30 minutes. Collectives
+    afterwards keep torch's default timeout. Returns True when it initialised a group.
     """
-    if process_group() is not None or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if process_group() is not None:
         return False
+    found = environment()
+    if found is None:
+        return False
+    rank, size = found
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.cuda.set_device(_whole_number("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0)
+    limit = float(os.environ.get("GLOSS_LITE_RENDEZVOUS_TIMEOUT", RENDEZVOUS_TIMEOUT))
+    try:
+        store, rank, size = next(dist.rendezvous("env://", rank=rank, world_size=size,
+                                                 timeout=datetime.timedelta(seconds=limit)))
+    except (RuntimeError, OSError) as error:  # torch's DistStoreError and DistNetworkError are RuntimeErrors
+        raise TimeoutError(
+            f"rank {rank} of WORLD_SIZE={size}: the {size} processes did not all meet at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {limit:g} s "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__}). "
+            f"Start all of them with torchrun --nproc_per_node {size}, or unset WORLD_SIZE to train in one process "
+            "(GLOSS_LITE_RENDEZVOUS_TIMEOUT sets the wait in seconds)") from None
+    store.set_timeout(datetime.timedelta(minutes=30))  # later waits (rank 0 validating) may be long
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=size)
     return True
 
 

@@ -2,39 +2,29 @@
 
 Taught in ``notebooks/05_fine_tuning.ipynb`` and ``06_comparing_losses.ipynb``.
 
-The model is ``load_encoder(...)`` plus a linear head ``A e + b``. Each step embeds the batch
-**once** and feeds the same embeddings ``E`` to every loss term:
-
-=========================  =====================================================================
-``loss``                   what trains the encoder
-=========================  =====================================================================
-``"ce"``                   ``CE(head(E), y)``
-``"gloss"``                ``G-Loss(E, y)``
-``"gloss+ce"``             ``(1 - lam) * CE + lam * G-Loss``
-``"scl"``, ``"scl+ce"``    supervised contrastive, alone or mixed with CE by ``lam``
-``"triplet"``, ...+ce      triplet margin loss, batch-all or batch-hard (``triplet_mining``)
-``"contrastive"``, ...+ce  pairwise contrastive loss
-=========================  =====================================================================
-
-When the loss has no CE term, the head still learns, by CE on ``E.detach()``: it never moves
-the encoder, and it keeps the head's accuracy measurable for every loss.
+The model is ``load_encoder(...)`` plus a linear head; each step (``gloss_lite.training.step``)
+embeds a batch once and trains on ``config.loss``: CE, G-Loss or a baseline, alone or mixed
+with CE.
 
 Sigma is a number, or ``"sqrt"`` / ``"dicm"``: estimated once, on the initial encoder's
 embeddings of (up to 2000 of) the training texts, as in the paper. ``tune`` is G-Loss-O: an
 Optuna search over sigma, gamma, lambda and the learning rate on validation macro-F1.
 
 Each epoch ends with validation (head and label propagation, ``gloss_lite.evaluate``) and, with
-``checkpoint_dir``, a checkpoint; calling ``fit`` again with the same ``checkpoint_dir``
-resumes after the last finished epoch. Every epoch's shuffling, dropout and masks are seeded
-from ``(seed, epoch)``, so a resumed run equals an uninterrupted one.
+``checkpoint_dir``, a checkpoint every ``checkpoint_every`` epochs and after the last; calling
+``fit`` again with the same ``checkpoint_dir`` resumes after the last checkpointed epoch. Every
+epoch's shuffling and masks are seeded from ``(seed, epoch)`` and its dropout from ``(seed,
+epoch, rank)`` (``dropout_seed``), so on a CPU a resumed run equals an uninterrupted one. On a
+GPU it does only with ``deterministic=True`` (``torch.use_deterministic_algorithms``): CUDA's
+fastest kernels (atomic adds in scatter and index backward passes, cuBLAS workspaces) may add
+in another order from run to run.
+
+Per run, not per step: the run's texts are tokenised once (``Encoder.pretokenized``), the data
+is checked once, and the precision is chosen once (``gloss_lite.runtime.choose_precision``,
+``config.amp``); the history records it.
 
 The configuration and the two recipes are ``gloss_lite.training.config``; checkpoints are
 ``gloss_lite.training.checkpoint``; G-Loss-O is ``gloss_lite.training.tune``.
-
-**How hard does the graph term push?** For ``"X+ce"`` losses each step also measures, at the
-embeddings ``E``, ``||lam dAux/dE|| / (||(1 - lam) dCE/dE|| + ||lam dAux/dE||)``, the share of
-the push that comes from the graph (or metric) term; ``history`` holds its mean per epoch
-(``aux_grad_share``).
 
 Batches: an epoch is a shuffle cut into ``batch_size`` pieces; a last piece smaller than
 ``C + 1`` documents (2 for plain CE) joins the one before it, so every batch of a loss that
@@ -48,38 +38,53 @@ embeddings, and the chunks are embedded again with gradient, their dropout repla
 (with dropout, another draw of masks than one encoder call on the whole batch; without, the
 same step up to rounding); each step costs one more encoder forward pass. A ``chunk_size`` of
 ``batch_size`` or more is refused (it would only add that pass).
-Divergence: a NaN or infinite embedding or loss stops the run before the
-optimiser step, with ``TrainingDivergedError`` naming the epoch, step, value and settings to try.
+
 Checkpoints hold only tensors and plain values, loaded with ``weights_only=True``, with a
-checksum and fingerprints of the training and validation data; ``_load_checkpoint`` lists what
+checksum and fingerprints of the training and validation data; ``load_checkpoint`` lists what
 makes one unusable (``CheckpointError``). The checkpoint folder is checked writable before any
 work.
 
 ``batch_sampler="balanced"`` replaces the shuffle by class-balanced batches, two documents of
 every class in each (``gloss_lite.training.sampling.ClassBalancedBatchSampler``, seeded by ``(seed, epoch)``,
 a last batch too small for that merged into the one before); it needs ``batch_size >= 2 C``.
+
+**Several processes** (``torchrun --nproc_per_node W``, taught in
+``08_the_graph_beyond_one_batch``). With ``WORLD_SIZE > 1`` in the environment and no
+process group yet, ``fit`` initialises one (gloo on the CPU; NCCL on CUDA, each rank on GPU
+``LOCAL_RANK``), which stays initialised afterwards. ``config.batch_size`` stays the size of
+the **global** batch and graph: every rank draws the same seeded batches and trains on its
+contiguous share (``torch.tensor_split``, shares may differ by one), the model is wrapped in
+``DistributedDataParallel`` (``find_unused_parameters=True``, for BERT's unused pooler),
+G-Loss and the other batch losses gather the embeddings of all ranks with gradient, and CE is
+scaled so that DDP's gradient average is the gradient of the global batch's mean CE
+(``gloss_lite.training.distributed``). So with dropout off the run is the one-process run with the
+same global batch, up to rounding; with dropout on, each rank draws its own dropout. Sigma
+is rank 0's estimate, validation runs on rank 0 and its scores reach every rank (early
+stopping and the best epoch agree), the history's loss terms are global-batch means, rank 0
+alone writes checkpoints and every rank resumes from them (a checkpoint of a one-process run
+resumes in several, and back). ``on_epoch`` is called on every rank. A NaN seen by one rank
+stops every rank at the same step (``TrainingDivergedError`` on each). ``encoder_passes=2`` is
+refused with ``ValueError`` (DDP cannot run the model twice before one backward pass).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import collectives, sigma
-from ..baselines import ContrastiveLoss, CosineMSELoss, SupConLoss, TripletLoss
 from ..data import Split, stratified_sample
 from ..encoders import Encoder, load_encoder
 from ..evaluate import classification_metrics, lpa_predict
-from ..losses import GLoss, mix_losses
-from ..runtime import pick_device
+from ..losses import GLoss
+from ..runtime import pick_device, precision_for
 from . import distributed
-from .cached import cached_backward
 from .checkpoint import (
     BEST_NAME,
     atomic_save,
@@ -90,17 +95,15 @@ from .checkpoint import (
     restore,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import TrainConfig, parse_loss
 from .sampling import ClassBalancedBatchSampler
+from .step import Batch, TrainingRun, make_aux_loss, train_step
 
 __all__ = [
     "balanced_class_weights",
     "estimate_sigma",
     "evaluate_split",
     "fit",
-    "gradient_share",
-    "make_aux_loss",
-    "TrainingDivergedError",
     "TrainResult",
 ]
 
@@ -118,27 +121,11 @@ class TrainResult:
     best_epoch: int | None = None  # the epoch of the best validation macro-F1
     test_last: dict | None = None  # test scores of the last epoch's model (fit(..., test=))
     test_best: dict | None = None  # test scores of the restored best model (restore_best)
+    precision: str | None = None  # what the encoder computed in: "bf16", "fp16", "fp32" or "tf32"
 
     def evaluate(self, split: Split, reference: Split | None = None) -> dict:
         """Accuracy and macro-F1 of the head on ``split``; of LPA too when ``reference`` is given."""
         return evaluate_split(self.encoder, self.head, split, reference, sigma=self.sigma, config=self.config)
-
-
-def make_aux_loss(config: TrainConfig, num_classes: int, sigma: float | None,
-                  class_weights: torch.Tensor | None = None) -> torch.nn.Module | None:
-    """The graph or metric term of ``config.loss`` (None for plain CE)."""
-    kind = config.loss.removesuffix("+ce")
-    if kind == "gloss":
-        return GLoss(num_classes, sigma, config.gamma, scheme=config.scheme, target=config.target,
-                     class_weights=class_weights, stratified=config.stratified_mask,
-                     divide_by_hidden=config.divide_by_hidden, seed=config.seed)
-    if kind == "scl":
-        return SupConLoss(config.temperature, base_temperature=config.scl_base_temperature)
-    if kind == "triplet":
-        return TripletLoss(config.margin, config.triplet_mining, normalize=config.triplet_normalize)
-    if kind == "contrastive":
-        return CosineMSELoss() if config.contrastive_form == "cosine_mse" else ContrastiveLoss()
-    return None
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -176,22 +163,6 @@ def evaluate_split(encoder, head, split: Split, reference: Split | None, *, sigm
                                 sigma=sigma, scheme=config.scheme)
         result.update({f"lpa_{k}": v for k, v in classification_metrics(split.labels, predicted).items()})
     return result
-
-
-def gradient_share(ce_term: torch.Tensor, ce_input: torch.Tensor, aux_term: torch.Tensor,
-                   aux_input: torch.Tensor) -> float:
-    """``||d aux_term / d aux_input|| / (||d ce_term / d ce_input|| + ||d aux_term / d aux_input||)``.
-
-    The terms come weighted (``(1 - lam) CE`` and ``lam Aux``); the inputs are the embeddings
-    each term was computed from (the same tensor, or two encoder passes). The graph is kept for
-    the step's backward pass. Returns NaN when both gradients are 0.
-    """
-    grad_ce = torch.autograd.grad(ce_term, ce_input, retain_graph=True, allow_unused=True)[0]
-    grad_aux = torch.autograd.grad(aux_term, aux_input, retain_graph=True, allow_unused=True)[0]
-    norm_ce = 0.0 if grad_ce is None else float(grad_ce.norm())
-    norm_aux = 0.0 if grad_aux is None else float(grad_aux.norm())
-    total = norm_ce + norm_aux
-    return norm_aux / total if total > 0 else float("nan")
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 2) -> list[torch.Tensor]:
@@ -250,22 +221,9 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     ``result.test_last`` scores the last epoch's model on it and, with ``restore_best``,
     ``result.test_best`` the restored one. ``on_epoch(row)`` is called with each new history row.
 
-    **Several processes** (``torchrun --nproc_per_node W``, taught in
-    ``08_the_graph_beyond_one_batch``): with ``WORLD_SIZE > 1`` in the environment and no
-    process group yet, ``fit`` initialises one (gloo on the CPU; NCCL on CUDA, each rank on GPU
-    ``LOCAL_RANK``), which stays initialised afterwards. ``config.batch_size`` stays the size of
-    the **global** batch and graph: every rank draws the same seeded batches and trains on its
-    contiguous share (``torch.tensor_split``, shares may differ by one), the model is wrapped in
-    ``DistributedDataParallel`` (``find_unused_parameters=True``, for BERT's unused pooler),
-    G-Loss and the other batch losses gather the embeddings of all ranks with gradient, and CE is
-    scaled so that DDP's gradient average is the gradient of the global batch's mean CE
-    (``gloss_lite.training.distributed``). So with dropout off the run is the one-process run with the
-    same global batch, up to rounding; with dropout on, each rank draws its own dropout. Sigma
-    is rank 0's estimate, validation runs on rank 0 and its scores reach every rank (early
-    stopping and the best epoch agree), the history's loss terms are global-batch means, rank 0
-    alone writes checkpoints and every rank resumes from them (a checkpoint of a one-process run
-    resumes in several, and back). ``on_epoch`` is called on every rank. ``encoder_passes=2`` is
-    refused with ``ValueError`` (DDP cannot run the model twice before one backward pass).
+    Under ``torchrun`` (``WORLD_SIZE > 1``) it trains one global batch across the processes
+    (module docstring). Resuming from ``checkpoint_dir`` gives the uninterrupted run's numbers on
+    a CPU, and on a GPU with ``config.deterministic`` (deterministic algorithms) only.
 
     Raises ``ValueError`` for bad settings or data and an unwritable ``checkpoint_dir`` (all
     before a model is loaded), ``CheckpointError`` for a checkpoint that cannot be resumed (for
@@ -277,6 +235,55 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     checkpoint_path = check_checkpoint_dir(config)  # an unwritable folder fails now, not after an epoch
     fingerprint = data_fingerprint(train, val) if checkpoint_path else None
     state = load_checkpoint(checkpoint_path, fingerprint, config, num_classes) if checkpoint_path else None
+    texts = [*train.texts, *val.texts, *(test.texts if test is not None else [])]
+    with _training_run(train, texts, config, encoder, num_classes, state) as training:
+        history, start_epoch = [], 0
+        best = {"epoch": None, "score": -math.inf, "bad_epochs": 0, "stopped": False}
+        best_weights = None
+        if state is not None:
+            history, start_epoch = restore(state, checkpoint_path, *training.model, training.optimizer,
+                                           training.scheduler, training.scaler)
+            best = dict(state["best"])
+            if config.restore_best and checkpoint_path.with_name(BEST_NAME).exists():
+                best_weights = torch.load(checkpoint_path.with_name(BEST_NAME), map_location="cpu", weights_only=True)
+        encoder, head = training.model
+        best_unsaved = False
+        for epoch in range(start_epoch, config.epochs):
+            if best["stopped"]:
+                break
+            started = time.perf_counter()
+            totals = collectives.mean_over_ranks(_train_epoch(training, train, epoch))  # the global batch's means
+            learning_rate = training.optimizer.param_groups[0]["lr"]
+            training.scheduler.step()
+            encoder.eval()
+            scores = collectives.on_rank_zero(evaluate_split, encoder, head, val, train if config.lpa_eval else None,
+                                              sigma=training.sigma, config=config)
+            history.append({"epoch": epoch + 1, **totals, **{f"val_{k}": v for k, v in scores.items()},
+                            "lr": learning_rate, "seconds": time.perf_counter() - started, "sigma": training.sigma,
+                            "precision": training.precision.name})
+            if on_epoch is not None:
+                on_epoch(history[-1])
+            if _update_best(best, scores["macro_f1"], epoch, config) and config.restore_best:
+                best_weights, best_unsaved = copy_weights(encoder, head), True
+            last = best["stopped"] or epoch + 1 == config.epochs
+            if checkpoint_path and ((epoch + 1) % config.checkpoint_every == 0 or last):
+                if collectives.rank() == 0:
+                    if best_unsaved:
+                        atomic_save(best_weights, checkpoint_path.with_name(BEST_NAME))
+                    save_checkpoint(checkpoint_path, training, history, epoch, best, fingerprint)
+                best_unsaved = False
+                collectives.barrier()  # the checkpoint is complete before any rank goes on
+        return _finish(training, history, best, best_weights, train, test)
+
+
+@contextmanager
+def _training_run(train: Split, texts: list[str], config: TrainConfig, encoder: Encoder | None, num_classes: int,
+                  state: dict | None):
+    """The run's device (and process group), model, precision, sigma, aux loss, optimiser and schedule.
+
+    Inside the block the run's texts are tokenised once (``Encoder.pretokenized``) and, with
+    ``config.deterministic``, torch uses deterministic algorithms.
+    """
     device = pick_device(config.device)
     distributed.init_from_environment(device)  # under torchrun: one process group for all ranks
     distributed.check_supported(config)
@@ -286,227 +293,128 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
         encoder = load_encoder(config.model, pooling=config.pooling, max_length=config.max_length, device=device)
     encoder.to(device)
     head = torch.nn.Linear(encoder.dim, num_classes).to(device)
-    use_amp = config.amp and device.type == "cuda"
+    with encoder.pretokenized(texts), _deterministic(config.deterministic):
+        sigma = state["sigma"] if state is not None else _initial_sigma(encoder, train, config)
+        sigma = collectives.broadcast_object(sigma)  # rank 0's, so every rank builds the same graph
+        weights = balanced_class_weights(train.labels, num_classes).to(device) if config.class_weights else None
+        aux_loss = distributed.for_global_batch(make_aux_loss(config, num_classes, sigma, weights))
+        head_lr = config.lr if config.head_lr is None else config.head_lr
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(
+            [{"params": encoder.parameters(), "lr": config.lr}, {"params": head.parameters(), "lr": head_lr}],
+            weight_decay=config.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_decay)
+        yield TrainingRun(
+            config, distributed.replicate(encoder, device),  # BERT's pooler gets no gradient: find unused ones
+            distributed.replicate(head, device, find_unused_parameters=False),  # always used
+            (encoder, head), aux_loss, optimizer, scheduler, weights, device, sigma,
+            precision_for(device, config.amp))
 
-    if state is not None:
-        sigma = state["sigma"]
-    elif not isinstance(config.sigma, str):
-        sigma = float(config.sigma)
-    elif config.loss.startswith("gloss") or config.lpa_eval:  # other losses need sigma for LPA only
-        rule = config.sigma if config.loss.startswith("gloss") else "sqrt"
-        sigma = estimate_sigma(encoder, train, rule, config.seed, config.sigma_sample_size, config.sigma_variant)
-        if sigma < 0.01 and config.sigma_fallback is not None:  # the authors' --optuna_sigma rule
-            sigma = float(config.sigma_fallback)
+
+@contextmanager
+def _deterministic(enabled: bool):
+    """With ``enabled``, torch's deterministic algorithms inside the block (a warning where an op has none)."""
+    if not enabled:
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (CUDA >= 10.2)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _initial_sigma(encoder: Encoder, train: Split, config: TrainConfig) -> float | None:
+    """``config.sigma`` as a number: given, or estimated on the initial encoder (None when nothing needs one)."""
+    if not isinstance(config.sigma, str):
+        return float(config.sigma)
+    graph_loss = parse_loss(config.loss)[0] == "gloss"
+    if not (graph_loss or config.lpa_eval):  # other losses need sigma for LPA only
+        return None
+    rule = config.sigma if graph_loss else "sqrt"
+    sigma = estimate_sigma(encoder, train, rule, config.seed, config.sigma_sample_size, config.sigma_variant)
+    if sigma < 0.01 and config.sigma_fallback is not None:  # the authors' --optuna_sigma rule
+        sigma = float(config.sigma_fallback)
+    return sigma
+
+
+def _update_best(best: dict, score: float, epoch: int, config: TrainConfig) -> bool:
+    """Record an epoch's validation macro-F1 in ``best``; True when it is the best so far."""
+    improved = score > best["score"]
+    if improved:
+        best.update(epoch=epoch + 1, score=score, bad_epochs=0)
     else:
-        sigma = None
-    sigma = collectives.broadcast_object(sigma)  # rank 0's, so every rank builds the same graph
+        best["bad_epochs"] += 1
+    best["stopped"] = config.patience is not None and best["bad_epochs"] >= config.patience
+    return improved
 
-    weights = balanced_class_weights(train.labels, num_classes).to(device) if config.class_weights else None
-    aux_loss = distributed.for_global_batch(make_aux_loss(config, num_classes, sigma, weights))
-    head_lr = config.lr if config.head_lr is None else config.head_lr
-    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(
-        [{"params": encoder.parameters(), "lr": config.lr}, {"params": head.parameters(), "lr": head_lr}],
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_decay)
-    history, start_epoch = [], 0
-    best = {"epoch": None, "score": -math.inf, "bad_epochs": 0, "stopped": False}
-    best_weights = None
-    if state is not None:
-        history, start_epoch = restore(state, checkpoint_path, encoder, head, optimizer, scheduler)
-        best = dict(state["best"])
-        best_path = checkpoint_path.with_name(BEST_NAME)
-        if config.restore_best and best_path.exists():
-            best_weights = torch.load(best_path, map_location="cpu", weights_only=True)
-    parallel_encoder = distributed.replicate(encoder, device)  # BERT's pooler gets no gradient: find unused ones
-    parallel_head = distributed.replicate(head, device, find_unused_parameters=False)  # always used
 
-    for epoch in range(start_epoch, config.epochs):
-        if best["stopped"]:
-            break
-        started = time.perf_counter()
-        totals = _train_epoch(parallel_encoder, parallel_head, aux_loss, optimizer, train, config, epoch, device,
-                              use_amp, weights)
-        totals = collectives.mean_over_ranks(totals)  # the global batch's means
-        learning_rate = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        encoder.eval()
-        scores = collectives.on_rank_zero(evaluate_split, encoder, head, val, train if config.lpa_eval else None,
-                                          sigma=sigma, config=config)
-        history.append({"epoch": epoch + 1, **totals, **{f"val_{k}": v for k, v in scores.items()},
-                        "lr": learning_rate, "seconds": time.perf_counter() - started, "sigma": sigma})
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        improved = scores["macro_f1"] > best["score"]
-        if improved:
-            best.update(epoch=epoch + 1, score=scores["macro_f1"], bad_epochs=0)
-            if config.restore_best:
-                best_weights = copy_weights(encoder, head)
-        else:
-            best["bad_epochs"] += 1
-        best["stopped"] = config.patience is not None and best["bad_epochs"] >= config.patience
-        if checkpoint_path and collectives.rank() == 0:
-            if improved and config.restore_best:
-                atomic_save(best_weights, checkpoint_path.with_name(BEST_NAME))
-            save_checkpoint(checkpoint_path, encoder, head, optimizer, scheduler, history, epoch, sigma, best,
-                             config, fingerprint)
-        collectives.barrier()  # the checkpoint is complete before any rank goes on
+def _finish(training: TrainingRun, history: list, best: dict, best_weights: dict | None, train: Split,
+            test: Split | None) -> TrainResult:
+    """The result: the last model scored on ``test``, then the best one restored and scored (``restore_best``)."""
+    config = training.config
+    encoder, head = training.model
     encoder.eval()
-    result = TrainResult(encoder, head, history, sigma, config, best_epoch=best["epoch"])
+    result = TrainResult(encoder, head, history, training.sigma, config, best_epoch=best["epoch"],
+                         precision=training.precision.name)
+    reference = train if config.lpa_eval else None
     if test is not None:
-        result.test_last = result.evaluate(test, train if config.lpa_eval else None)
+        result.test_last = result.evaluate(test, reference)
     if config.restore_best and best_weights is not None:
         encoder.model.load_state_dict(best_weights["encoder"])
         head.load_state_dict(best_weights["head"])
         if test is not None:
-            result.test_best = result.evaluate(test, train if config.lpa_eval else None)
+            result.test_best = result.evaluate(test, reference)
     return result
 
 
-def _train_epoch(encoder, head, aux_loss, optimizer, train, config, epoch, device, use_amp, weights) -> dict:
-    """One pass over ``train``; returns the mean loss terms and the mean gradient share."""
+def _epoch_batches(train: Split, config: TrainConfig, num_classes: int, epoch_seed: int) -> list[torch.Tensor]:
+    """The epoch's batches of document indices: a seeded shuffle, or class-balanced batches."""
+    if config.batch_sampler == "balanced":
+        return [torch.tensor(batch) for batch in ClassBalancedBatchSampler(train.labels, config.batch_size,
+                                                                           seed=epoch_seed)]
+    return _batches(len(train), config.batch_size, torch.Generator().manual_seed(epoch_seed),
+                    min_size=_min_batch_size(config, num_classes))
+
+
+def dropout_seed(epoch_seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s dropout in an epoch: rank 0 keeps the epoch's seed, each other rank its own.
+
+    So a one-process run is unchanged, and under several processes no two ranks draw the same
+    dropout masks for their different documents. Shuffles and G-Loss masks stay the epoch's,
+    shared by every rank.
+    """
+    return epoch_seed if rank == 0 else (epoch_seed + rank * 0x9E3779B97F4A7C15) % 2**64
+
+
+def _train_epoch(run: TrainingRun, train: Split, epoch: int) -> dict:
+    """One pass over ``train``; returns the mean loss terms, the mean gradient share and the skipped steps."""
+    config = run.config
     epoch_seed = config.seed * 1000 + epoch
-    torch.manual_seed(epoch_seed)  # dropout
-    if isinstance(aux_loss, GLoss):
-        aux_loss.generator = torch.Generator().manual_seed(epoch_seed)  # masks
-    batches = _batches(len(train), config.batch_size, torch.Generator().manual_seed(epoch_seed),
-                       min_size=_min_batch_size(config, head.out_features)) if config.batch_sampler == "shuffle" \
-        else [torch.tensor(batch) for batch in ClassBalancedBatchSampler(train.labels, config.batch_size,
-                                                                         seed=epoch_seed)]
-    sigma = getattr(aux_loss, "sigma", None)
+    torch.manual_seed(dropout_seed(epoch_seed, collectives.rank()))
+    if isinstance(run.aux_loss, GLoss):
+        run.aux_loss.generator = torch.Generator().manual_seed(epoch_seed)  # masks
+    batches = _epoch_batches(train, config, run.head.out_features, epoch_seed)
     totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0}
-    shares = []
-    parameters = [*encoder.parameters(), *head.parameters()]
-    encoder.train()
+    shares, skipped = [], 0
+    probed = run.aux_loss is not None and run.with_ce and config.log_grad_share
+    run.encoder.train()
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
-    for step, batch in enumerate(bar, start=1):
-        batch, ce_scale = distributed.local_batch(batch, train.labels, weights)  # this rank's share; 1.0 alone
-        texts = [train.texts[i] for i in batch.tolist()]
-        labels = train.labels[batch].to(device)
-        norms = {}
-        check = partial(_check_finite, epoch=epoch, step=step, steps=len(batches), config=config, sigma=sigma)
-        if config.chunk_size is not None:  # the graph embedded chunk_size documents at a time
-            loss, ce, aux = _cached_step(encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights,
-                                         ce_scale, norms, check)
-        else:
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                embeddings = encoder(texts).float()  # the step's encoder pass
-                aux_embeddings = encoder(texts).float() if aux_loss is not None and config.encoder_passes == 2 \
-                    else None  # the authors' second pass: other dropout, same weights
-            loss, ce, aux = _loss_terms(embeddings, aux_embeddings, labels, head, aux_loss, config, weights, ce_scale,
-                                        norms, check)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-        optimizer.step()
-        norms = collectives.global_norms(norms)  # the push on the global batch's embeddings
-        if norms:
-            total = norms["ce"] + norms.get("aux", 0.0)
-            shares.append(norms.get("aux", 0.0) / total if total > 0 else float("nan"))
-        for key, value in (("loss", loss), ("ce", ce), ("aux", aux)):
-            totals[key] += float(value.detach()) / len(batches)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    for number, indices in enumerate(bar, start=1):
+        indices, ce_scale = distributed.local_batch(indices, train.labels, run.weights)  # this rank's share
+        host_labels = train.labels[indices]
+        batch = Batch([train.texts[i] for i in indices.tolist()], host_labels.to(run.device, non_blocking=True),
+                      host_labels, ce_scale, epoch, number, len(batches))
+        numbers = train_step(run, batch)
+        for key in totals:
+            totals[key] += numbers[key] / len(batches)
+        if probed:
+            shares.append(numbers["aux_grad_share"])
+        skipped += numbers["skipped"]
+        bar.set_postfix(loss=f"{numbers['loss']:.4f}")
     totals["aux_grad_share"] = sum(shares) / len(shares) if shares else float("nan")
+    totals["skipped_steps"] = skipped
     return totals
-
-
-def _loss_terms(embeddings, aux_embeddings, labels, head, aux_loss, config, weights, ce_scale, norms,
-                check) -> tuple:
-    """``(loss, ce, aux)`` of one step from its embeddings (and a second pass's, or None).
-
-    ``check(what, value, terms=None)`` stops a diverged run before any backward pass. For
-    ``"X+ce"`` with ``log_grad_share``, gradient probes on two views of the embeddings store each
-    term's push on them in ``norms`` during the backward pass. ``ce_scale`` is this process's CE
-    factor (``gloss_lite.training.distributed.local_batch``; 1.0 in one process).
-    """
-    mixed = aux_loss is not None and config.loss.endswith("+ce")
-    check("the embeddings", embeddings)
-    if aux_embeddings is None:
-        aux_embeddings = embeddings
-    else:
-        check("the embeddings of the second pass", aux_embeddings)
-    if mixed and config.log_grad_share:  # the backward pass itself reports each term's push on E
-        embeddings, aux_embeddings = _gradient_probe(embeddings, "ce", norms), _gradient_probe(
-            aux_embeddings, "aux", norms)
-    ce = F.cross_entropy(head(embeddings), labels, weight=weights) * ce_scale
-    if aux_loss is None:
-        loss, aux = ce, torch.zeros(())
-    else:
-        aux = aux_loss(aux_embeddings, labels)
-        if mixed:
-            loss = mix_losses(ce, aux, config.lam)
-        else:  # the head learns on detached embeddings; the encoder sees the aux loss only
-            ce = F.cross_entropy(head(embeddings.detach()), labels, weight=weights) * ce_scale
-            loss = aux + ce
-    check("the loss", loss, terms={"ce": ce, "aux": aux})
-    return loss, ce, aux
-
-
-def _cached_step(encoder, head, aux_loss, optimizer, texts, labels, config, use_amp, weights, ce_scale, norms,
-                 check) -> tuple:
-    """One step's ``(loss, ce, aux)`` and backward, the batch embedded ``config.chunk_size`` documents at a time.
-
-    The loss terms of the plain step (``_loss_terms``), computed by
-    ``gloss_lite.training.cached.cached_backward`` on the cached embeddings of the whole batch (the
-    gradient probes fire on views of the cached leaf); the encoder's gradients equal those of
-    the plain step on the same chunks (dropout replayed). The parameters' gradients are left in
-    place.
-    """
-    terms = {}
-
-    def loss_of(embeddings, aux_embeddings=None):
-        loss, terms["ce"], terms["aux"] = _loss_terms(embeddings, aux_embeddings, labels, head, aux_loss, config,
-                                                      weights, ce_scale, norms, check)
-        return loss
-
-    passes = 2 if aux_loss is not None and config.encoder_passes == 2 else 1
-    optimizer.zero_grad(set_to_none=True)
-    loss, _ = cached_backward(encoder, texts, loss_of, config.chunk_size, passes=passes, autocast=use_amp)
-    return loss, terms["ce"].detach(), terms["aux"].detach()
-
-
-def _gradient_probe(tensor: torch.Tensor, name: str, norms: dict) -> torch.Tensor:
-    """A view of ``tensor`` whose gradient's norm is stored in ``norms[name]`` during backward.
-
-    Feeding CE one view of the embeddings and the aux term another separates their gradients,
-    ``(1 - lam) dCE/dE`` and ``lam dAux/dE``, at no extra backward pass (``gradient_share`` is the
-    same quantity computed on its own).
-    """
-    view = tensor.view_as(tensor)
-    view.register_hook(lambda grad: norms.__setitem__(name, float(grad.norm())))
-    return view
-
-
-class TrainingDivergedError(RuntimeError):
-    """A loss or the embeddings became NaN or infinite during training."""
-
-
-def _check_finite(what: str, value: torch.Tensor, epoch: int, step: int, steps: int, config: TrainConfig,
-                  sigma=None, terms: dict | None = None) -> None:
-    """Stop the run with ``TrainingDivergedError`` if ``value`` holds NaN or Inf.
-
-    Checked after the encoder pass and before the optimiser step, so the step that diverged is
-    never applied and no checkpoint of a diverged model is written. The message names the epoch,
-    the step, the value and the settings to try.
-    """
-    if torch.isfinite(value.detach()).all():
-        return
-    shown = f"{float(value.detach())}" if value.numel() == 1 else "NaN or infinite in some rows"
-    if terms:
-        shown += " (" + ", ".join(f"{key} = {float(term.detach())}" for key, term in terms.items()) + ")"
-    advice = [f"a lower lr (now {config.lr:g}; try {config.lr / 10:g}) and head_lr (now {config.head_lr:g})"]
-    if config.amp and str(config.device) != "cpu":
-        advice.append("amp=False (bfloat16 autocast is on where CUDA is)")
-    kind = config.loss.removesuffix("+ce")
-    if kind == "gloss":
-        estimated = f", estimated {sigma:.4g}" if isinstance(config.sigma, str) and isinstance(sigma, float) else ""
-        advice.append(f"a larger sigma (now {config.sigma!r}{estimated})")
-    elif kind == "scl":
-        advice.append(f"a larger temperature (now {config.temperature:g})")
-    raise TrainingDivergedError(
-        f"training diverged at epoch {epoch + 1}, step {step} of {steps} (loss {config.loss!r}): {what} = {shown}; "
-        f"the run stopped before this step changed the model. Try {', '.join(advice)}"
-    )
-

@@ -59,6 +59,8 @@ from ..runtime import Precision
 from .cached import cached_backward
 from .config import TrainConfig, parse_loss
 
+__all__ = ["Batch", "TrainingDivergedError", "TrainingRun", "gradient_share", "make_aux_loss", "train_step"]
+
 
 def make_aux_loss(config: TrainConfig, num_classes: int, sigma: float | None,
                   class_weights: torch.Tensor | None = None) -> torch.nn.Module | None:
@@ -95,9 +97,6 @@ def gradient_share(ce_term: torch.Tensor, ce_input: torch.Tensor, aux_term: torc
     norm_aux = 0.0 if grad_aux is None else float(grad_aux.norm())
     total = norm_ce + norm_aux
     return norm_aux / total if total > 0 else float("nan")
-
-
-__all__ = ["Batch", "TrainingDivergedError", "TrainingRun", "gradient_share", "make_aux_loss", "train_step"]
 
 
 @dataclass

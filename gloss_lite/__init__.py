@@ -17,7 +17,8 @@ baselines   SupCon, triplet, contrastive                                 06_comp
 Imported by name (heavier, or not the method itself):
 
 - layer 0: ``checks`` (argument checks, written once), ``runtime`` (seeds, devices, precision), ``plots``
-  (shared figures), ``collectives`` (gathers across processes; a leaf);
+  (shared figures, the class palette), ``diagrams`` (the method drawn on a small graph),
+  ``collectives`` (gathers across processes; a leaf);
 - layer 1: ``data`` (the course's reviews, MR, R8, R52, Ohsumed, 20NG), ``encoders`` (texts to
   embeddings), ``evaluate`` (head and LPA scores), ``explorer`` (one minibatch graph, sliders);
 - layer 2: ``training`` (``TrainConfig``, ``fit``, ``tune``; the only place that holds a model,

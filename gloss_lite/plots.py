@@ -21,6 +21,7 @@ __all__ = [
     "loss_curve",
     "mark_sigmas",
     "mask_rows",
+    "mixed_colours",
     "mixed_gradient",
     "plain_log_axis",
     "rate_panels",
@@ -57,6 +58,17 @@ def class_palette(label_sets: Mapping[str, Sequence[str]]) -> dict[str, list]:
     for name in sorted(label_sets, key=lambda key: sizes[key]):
         palette[name], pool = pool[:sizes[name]], pool[sizes[name]:]
     return {name: palette[name] for name in label_sets}
+
+
+def mixed_colours(distributions, class_colours) -> list[tuple[float, float, float]]:
+    """The colour of each row of ``distributions`` (n x C): ``sum_c F_uc * colour_c`` in RGB."""
+    from matplotlib import colors as mcolors
+
+    weights = torch.as_tensor(distributions).detach().cpu().double().numpy()
+    rgb = np.array([mcolors.to_rgb(colour) for colour in class_colours])
+    if weights.ndim != 2 or weights.shape[1] != len(rgb):
+        raise ValueError(f"distributions must be n x {len(rgb)} (one column per colour), got {weights.shape}")
+    return [tuple(row) for row in np.clip(weights @ rgb, 0.0, 1.0)]
 
 
 def sorted_heatmap(ax, affinity, labels, class_names, title, *, vmin=None, vmax=None, cmap="viridis",

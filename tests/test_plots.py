@@ -2,6 +2,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # this test process draws off-screen; notebooks keep the inline backend
 import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from gloss_lite.plots import sorted_heatmap  # noqa: E402
@@ -32,6 +33,19 @@ def test_class_palette_gives_every_class_its_own_colour_and_two_classes_red_and_
     assert list(palette) == ["topic", "sentiment"]  # the caller's order is kept
     many = class_palette({"r52": [str(i) for i in range(52)]})["r52"]
     assert len({tuple(c) for c in many}) == 52
+
+
+def test_mixed_colours_weights_the_class_colours_by_each_distribution():
+    from matplotlib.colors import to_rgb
+
+    from gloss_lite.plots import mixed_colours
+
+    F = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.25, 0.75]])
+    mixed = mixed_colours(F, ["#ff0000", "#0000ff"])
+    assert mixed[0] == to_rgb("#ff0000")
+    assert mixed[1] == (0.5, 0.0, 0.5) and mixed[2] == (0.25, 0.0, 0.75)
+    with pytest.raises(ValueError, match="one column per colour"):
+        mixed_colours(F, ["#ff0000"])
 
 
 def test_distribution_heatmap_sorts_rows_by_class_or_boxes_the_true_class():

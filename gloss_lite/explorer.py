@@ -224,6 +224,23 @@ def draw_sweep(table, *, reference_sigma: float | None = None, reference_label: 
     return fig
 
 
+WIDGET_TEXT = "Sliders for sigma and gamma: open this notebook in Jupyter to move them."
+
+
+def _ExplorerBox(widgets):
+    """A ``VBox`` whose plain-text form (what a static copy shows) is ``WIDGET_TEXT``, not its repr."""
+
+    class ExplorerBox(widgets.VBox):
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs)
+            data = bundle[0] if isinstance(bundle, tuple) else bundle
+            if isinstance(data, dict):
+                data["text/plain"] = WIDGET_TEXT
+            return bundle
+
+    return ExplorerBox
+
+
 def explorer_widget(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -239,9 +256,10 @@ def explorer_widget(
 ):
     """Two sliders (sigma, log scale; gamma) over ``draw_view`` of the minibatch; redrawn on release.
 
-    Returns an ``ipywidgets.VBox`` whose attribute ``view`` holds the ``BatchView`` last drawn; where
-    the notebook cannot show widgets (papermill) it prints as its text. Without ipywidgets it prints
-    a one-line note and returns None.
+    Returns an ``ipywidgets.VBox`` whose attribute ``view`` holds the ``BatchView`` last drawn. Where
+    the notebook cannot show widgets (papermill, a static web page) its text is ``WIDGET_TEXT``, one
+    sentence, instead of the widget's repr. Without ipywidgets it prints a one-line note and returns
+    None.
     """
     low, high = sigma_range
     if not 0 < low < sigma < high:
@@ -265,7 +283,7 @@ def explorer_widget(
                                           readout_format=".3g", continuous_update=False)
     gamma_slider = widgets.FloatSlider(value=gamma, min=gamma_range[0], max=gamma_range[1], step=0.05,
                                        description="gamma", readout_format=".2f", continuous_update=False)
-    box = widgets.VBox([widgets.HBox([sigma_slider, gamma_slider])])
+    box = _ExplorerBox(widgets)([widgets.HBox([sigma_slider, gamma_slider])])
 
     def redraw(sigma, gamma):
         box.view = explore(embeddings, labels, num_classes, sigma=sigma, gamma=gamma, scheme=scheme, seed=seed)

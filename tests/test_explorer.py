@@ -131,6 +131,10 @@ def test_the_widget_redraws_on_release_and_degrades_without_ipywidgets(monkeypat
     assert isinstance(sigma_slider, ipywidgets.FloatLogSlider) and isinstance(gamma_slider, ipywidgets.FloatSlider)
     assert not sigma_slider.continuous_update and not gamma_slider.continuous_update
     assert box.view.sigma == 0.5
+    bundle = box._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["text/plain"] == explorer.WIDGET_TEXT  # a static copy shows a sentence, not "VBox(...)"
+    assert "application/vnd.jupyter.widget-view+json" in data
     sigma_slider.value = 2.0
     gamma_slider.value = 0.3
     expected = explorer.explore(embeddings, labels, 3, sigma=2.0, gamma=0.3)

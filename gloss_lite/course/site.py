@@ -279,16 +279,20 @@ def display_math_as_blocks(markdown: str) -> str:
 def staged_notebook(notebook: dict, repository: str, name: str, *, student: bool = False) -> dict:
     """The executed notebook as the site shows it (a new dict).
 
-    The Colab badge gets a local image and keeps its link; display math becomes a block of its
+    The Colab badge gets a local image and keeps its link; a link to a site page
+    (``../site/notation.md``) points to the page in the site; display math becomes a block of its
     own (``display_math_as_blocks``); the numbers a notebook records for its tests
     (``gloss_lite.course.records``) are not shown. ``student=True``: the student copy of it
     (``classroom.student_notebook``): stubs for the solutions, no model answers, no badge.
     """
     staged = student_notebook(notebook, name=name, keep_outputs=True) if student else copy.deepcopy(notebook)
+    # a notebook links the site's pages as ../site/page.md (right in the repository); here the
+    # pages sit one folder above the notebooks
+    site_link = re.compile(r"\]\(\.\./site/")
     badge = f"[![Open In Colab](../{LOCAL_BADGE})]({colab_url(repository, f'notebooks/{name}')})"
     for cell in staged["cells"]:
         if cell["cell_type"] == "markdown":
-            text = BADGE_PATTERN.sub(lambda _: badge, "".join(cell["source"]))
+            text = site_link.sub("](../", BADGE_PATTERN.sub(lambda _: badge, "".join(cell["source"])))
             cell["source"] = display_math_as_blocks(text.replace(BADGE_IMAGE, f"../{LOCAL_BADGE}"))
         elif cell["cell_type"] == "code":
             for output in cell["outputs"]:

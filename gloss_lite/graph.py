@@ -9,11 +9,13 @@ builds a dense graph whose edge weights are a Gaussian kernel of the distances,
 
 and turns it into a transition matrix ``T`` (rows sum to 1) for label propagation:
 
-- ``scheme="row"``: ``T = D^-1 W`` with ``D = diag(W 1)``, the random walk of Zhu and
-  Ghahramani (2002);
+- ``scheme="row"``: ``T = D^-1 W`` with ``D = diag(W 1)``, the random walk ``P`` of Zhu,
+  Ghahramani and Lafferty (2003);
 - ``scheme="gloss"``: the paper's transition. First the symmetric normalisation
   ``S = D^-1/2 W D^-1/2``, then column normalisation ``C_ij = S_ij / sum_k S_kj``, then row
-  normalisation ``T_ij = C_ij / sum_k C_ik``.
+  normalisation ``T_ij = C_ij / sum_k C_ik``. Columns then rows is the normalisation of Zhu and
+  Ghahramani (2002), whose transition divides the columns of ``W`` and whose loop then
+  renormalises the rows; the paper applies it to ``S`` instead of ``W``.
 
 Every normalisation is a division by a sum, so it is computed on ``log W`` with ``logsumexp``.
 That matters: with a small sigma every ``W_ij`` underflows to 0 in floating point although the

@@ -10,8 +10,9 @@ labels of ``L``:
          [T_UL, T_UU]]               [F_U]]
 
 Label propagation (Zhu and Ghahramani, 2002) repeats ``F <- T F`` and clamps the labelled rows
-back to ``Y_L``. Its fixed point is the harmonic solution (Zhu, Ghahramani and Lafferty, 2003),
-where every hidden node's distribution is the ``T``-weighted average of its neighbours':
+back to ``Y_L``. Its fixed point, already given in closed form by Zhu and Ghahramani (2002), is
+the harmonic solution of Zhu, Ghahramani and Lafferty (2003): every hidden node's distribution
+is the ``T``-weighted average of its neighbours':
 
     F_U = T_UU F_U + T_UL Y_L   <=>   F_U = (I - T_UU)^-1 T_UL Y_L.
 

@@ -71,6 +71,27 @@ def test_gloss_transition_follows_symmetric_column_row_steps():
     torch.testing.assert_close(t.sum(dim=1), torch.ones(len(t), dtype=t.dtype))
 
 
+def test_gloss_propagation_is_zhu_ghahramanis_loop_run_on_the_symmetric_graph():
+    """Their loop: F <- T F with T the column-normalised graph, rows of F renormalised, labels
+    clamped. Run on S = D^-1/2 W D^-1/2 it reaches the closed form of the `gloss` transition."""
+    from gloss_lite.lpa import propagate
+
+    w = gaussian_affinity(random_embeddings(), 0.6)
+    d = w.sum(dim=1)
+    s = w / torch.sqrt(d[:, None] * d[None, :])
+    column_normalised = s / s.sum(dim=0, keepdim=True)
+    labels = torch.arange(len(w)) % 3
+    visible = torch.arange(len(w)) < 6
+    y = torch.nn.functional.one_hot(labels, 3).to(w.dtype)
+    f = torch.where(visible[:, None], y, torch.full_like(y, 1 / 3))
+    for _ in range(2000):
+        f = column_normalised @ f
+        f = f / f.sum(dim=1, keepdim=True)
+        f = torch.where(visible[:, None], y, f)
+    closed = propagate(transition_matrix(w, "gloss"), labels, visible, 3, teleport=0)
+    torch.testing.assert_close(f, closed, atol=1e-9, rtol=0)
+
+
 @pytest.mark.parametrize("scheme", ["gloss", "row"])
 def test_log_path_survives_a_sigma_where_every_weight_underflows(scheme):
     e = random_embeddings()

@@ -42,19 +42,26 @@ def distances_upper(e):
     return squared(e)[i, j].sqrt(), i, j
 
 
-def mean_pooling(h, m):
-    return torch.stack([h[b, : int(m[b].sum())].mean(0) for b in range(len(h))])  # a loop over the texts
+def max_pooling(h, m):
+    return torch.stack([h[b, : int(m[b].sum())].max(0).values for b in range(len(h))])  # a loop over the texts
+
+
+def knn_graph(w, k):
+    keep = torch.zeros_like(w, dtype=torch.bool)
+    for i in range(len(w)):
+        others = [j for j in sorted(range(len(w)), key=lambda j: -w[i, j].item()) if j != i]
+        keep[i, others[:k]] = True
+    return torch.where(keep | keep.T, w, torch.zeros_like(w))
+
+
+def absorption_steps(T, mask):
+    u = (~mask).nonzero().flatten()
+    return torch.linalg.inv(torch.eye(len(u), dtype=T.dtype) - T[u][:, u]).sum(dim=1)  # N 1
 
 
 def kernel(e, s):
     w = torch.exp(-squared(e) / (2 * s**2))
     return w * (1 - torch.eye(len(e), dtype=e.dtype))
-
-
-def lpa_iteration(T, F_, Y, mask):
-    out = T @ F_
-    out[mask] = Y[mask]
-    return out
 
 
 def harmonic(T, labels, mask, C):
@@ -227,13 +234,13 @@ def plain_gradient(W, X, loss_of_embeddings, chunk_size):  # right value, but ev
 
 
 CORRECT = {
-    "00.1": mean_pooling,
+    "00.1": max_pooling,
     "00.2": lambda e: F.cosine_similarity(e[:, None, :], e[None, :, :], dim=-1),
     "00.3": wide_kernel,
-    "01.1": lambda e: squared(e).fill_diagonal_(0),
+    "01.1": knn_graph,
     "01.2": kernel,
     "01.3": narrow_kernel,
-    "02.1": lpa_iteration,
+    "02.1": absorption_steps,
     "02.2": harmonic,
     "02.3": soft_clamp,
     "03.1": stratified,
@@ -275,14 +282,16 @@ def step_without_zero_grad(encoder, head, optimizer, x, y, mask, sigma, lam, C):
 
 
 MISTAKES = {
-    "00.1": (lambda h, m: h.mean(dim=1), "largest difference"),  # padding counted
+    "00.1": (lambda h, m: (h * m[..., None]).max(dim=1).values, "largest difference"),  # padding's zeros win
     "00.2": (lambda e: e @ e.T, "largest difference"),  # not normalised
     "00.3": (lambda y, m, C: torch.full((int((~m).sum()), C), 1.0 / C, dtype=torch.float64),
              "largest difference"),  # uniform, not the visible shares
-    "01.1": (lambda e: torch.cdist(e, e) ** 2, "largest difference"),  # not normalised
+    "01.1": (lambda w, k: w * torch.zeros_like(w).scatter_(1, w.topk(k, dim=1).indices, 1.0),
+             "largest difference"),  # each row's own choice only, not symmetric
     "01.2": (lambda e, s: torch.exp(-squared(e) / (2 * s**2)), r"index \[(\d+), \1\]"),  # W_ii = 1
     "01.3": (lambda e: F.one_hot(squared(e).argmin(1), len(e)).double(), "index"),  # itself the nearest
-    "02.1": (lambda T, F_, Y, m: T @ F_, "largest difference"),  # not clamped
+    "02.1": (lambda T, m: torch.linalg.solve(torch.eye(int((~m).sum()), dtype=T.dtype) - T[~m][:, ~m],
+                                             T[~m][:, m].sum(dim=1)), "largest difference"),  # P(absorbed)
     "02.2": (lambda T, y, m, C: harmonic(T, y, m, C).repeat(2, 1), "expected shape"),
     "02.3": (lambda T, Y, a: torch.linalg.solve(torch.eye(len(T), dtype=T.dtype) - a * T, Y),
              "largest difference"),  # the (1 - alpha) forgotten

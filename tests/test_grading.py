@@ -104,7 +104,8 @@ def claims_to_be_alice(notebook):
 CORRECT_12 = solution_body("01.2")
 HONEST = {  # student: (notebook, the 01.2 verdict, its points); 01.1 is correct in all of them
     "alice": (submission(), "passed", 2),
-    "bob": (submission(_01_2="    return torch.exp(-pairwise_squared_distances(embeddings) / (2 * sigma**2))"),
+    "bob": (submission(_01_2="    unit = embeddings / embeddings.norm(dim=1, keepdim=True)\n"  # W_ii = 1, not 0
+                              "    return torch.exp(-(2 - 2 * unit @ unit.T) / (2 * sigma**2))"),
             "not yet", 0),
     "carol": (submission(_01_2="    raise ValueError('sigma must be a tensor')"), "not yet", 0),
     "dave": (submission(_01_2="    while True:\n        pass"), "time limit", 0),

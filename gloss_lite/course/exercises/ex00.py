@@ -1,4 +1,4 @@
-"""The exercises of notebook 00 · Overview: mean pooling, cosine similarities, propagation when sigma is huge."""
+"""The exercises of notebook 00 · Overview: max pooling, cosine similarities, propagation when sigma is huge."""
 
 from __future__ import annotations
 
@@ -13,23 +13,26 @@ GRAPH = ("gaussian_affinity", "transition_matrix", "squared_distances", "pairwis
 PROPAGATION = ("propagate", "g_loss", "GLoss", "lpa_predict")
 
 
-# 00.1 · mean pooling -------------------------------------------------------------------------
+# 00.1 · max pooling over the real tokens ----------------------------------------------------
 
-def mean_pooling_reference(token_embeddings, attention_mask):
-    """The package's ``encoders.mean_pool`` (imported here, not at the top: it loads transformers)."""
-    from ...encoders import mean_pool
+def max_pooling_reference(token_embeddings, attention_mask):
+    """Each dimension's largest value over a text's real tokens: padding is set to -inf first."""
+    padding = attention_mask[..., None] == 0
+    return token_embeddings.masked_fill(padding, float("-inf")).amax(dim=1)
 
-    return mean_pool(token_embeddings, attention_mask)
 
-
-def pooling_cases(generator):
+def max_pooling_cases(generator):
+    """Real token values mostly negative and padding vectors large, so that a max over the padding,
+    or over the zeros a multiplied mask leaves there, gives another answer."""
     cases = []
     for _ in range(4):
         b, length, d = randint(2, 5, generator), randint(3, 9, generator), randint(3, 8, generator)
-        hidden = torch.randn(b, length, d, generator=generator, dtype=torch.float64)
-        lengths = torch.randint(1, length + 1, (b,), generator=generator)
+        hidden = torch.randn(b, length, d, generator=generator, dtype=torch.float64) - 2.0
+        lengths = torch.randint(1, length, (b,), generator=generator)  # every text has padding
         mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
-        cases.append((f"{b} texts of up to {length} tokens, d={d}, real lengths {lengths.tolist()}", (hidden, mask)))
+        hidden = torch.where(mask[..., None].bool(), hidden, torch.full_like(hidden, 50.0))
+        cases.append((f"{b} texts of up to {length} tokens, d={d}, real lengths {lengths.tolist()}, "
+                      "padding vectors of 50s", (hidden, mask)))
     return cases
 
 
@@ -69,11 +72,12 @@ def wide_kernel_cases(generator):
 
 EXERCISES = {
     "00.1": Exercise(
-        "mean pooling", "mean_pooling",
-        "divide the masked sum of token vectors by the number of real tokens; "
-        "attention_mask[..., None] broadcasts the mask over the d dimensions",
-        same_outputs(pooling_cases, mean_pooling_reference),
-        forbidden=("mean_pool", "load_encoder", "mean_pooling_reference"),
+        "max pooling over the real tokens", "max_pooling",
+        "padding must never win the maximum, not even against negative values: set the padding "
+        "positions to -inf (masked_fill with attention_mask[..., None] == 0), then take the max over "
+        "the token dimension",
+        same_outputs(max_pooling_cases, max_pooling_reference),
+        forbidden=("max_pooling_reference", "load_encoder"),
         face=("graph", "lpa", "masking", "losses", "sigma", "baselines")),
     "00.2": Exercise(
         "the cosine-similarity matrix", "cosine_similarity_matrix",

@@ -1,14 +1,13 @@
-"""The exercises of notebook 01 · The similarity graph: squared distances, the Gaussian kernel, the
-transition matrix when sigma is tiny."""
+"""The exercises of notebook 01 · The similarity graph: the k-nearest-neighbour graph, the Gaussian
+kernel, the transition matrix when sigma is tiny."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ...graph import gaussian_affinity, squared_distances
+from ...graph import gaussian_affinity, knn_sparsify, squared_distances
 from ..comparing import Exercise, same_outputs
-from .ex00 import GRAPH
 from .inputs import embeddings, randint
 
 
@@ -22,6 +21,20 @@ def embedding_cases(generator, *, with_sigma=False):
             cases.append((f"{n} x {d} embeddings, sigma={sigma}", (points, sigma)))
         else:
             cases.append((f"{n} x {d} embeddings", (points,)))
+    return cases
+
+
+# 01.1 · the k-nearest-neighbour graph -----------------------------------------------------
+
+def knn_cases(generator):
+    """The Gaussian affinity of random embeddings (no two weights of a row are equal) and a k."""
+    cases = []
+    for _ in range(5):
+        n, d = randint(4, 10, generator), randint(2, 6, generator)
+        sigma = round(0.3 + torch.rand((), generator=generator).item(), 3)
+        k = randint(1, n - 2, generator)
+        affinity = gaussian_affinity(embeddings(n, d, generator), sigma)
+        cases.append((f"W of {n} random embeddings (sigma={sigma}), k={k}", (affinity, k)))
     return cases
 
 
@@ -43,11 +56,12 @@ def distinct_neighbour_cases(generator):
 
 EXERCISES = {
     "01.1": Exercise(
-        "squared distances of normalised embeddings", "pairwise_squared_distances",
-        "normalise the rows, then ||u_i - u_j||^2 = |u_i|^2 + |u_j|^2 - 2 u_i.u_j = 2 - 2 cos; "
-        "clamp tiny negative values to 0 and make the diagonal exactly 0",
-        same_outputs(embedding_cases, squared_distances),
-        forbidden=GRAPH, face=("lpa", "masking")),
+        "the k-nearest-neighbour graph", "knn_graph",
+        "every node chooses its k largest weights, never itself (set the diagonal to -inf, then topk); "
+        "an edge stays when either end chose it (choices | choices.T) and keeps its weight; all other "
+        "entries are 0",
+        same_outputs(knn_cases, knn_sparsify),
+        forbidden=("knn_sparsify",), face=("lpa", "masking")),
     "01.2": Exercise(
         "the Gaussian kernel", "gaussian_kernel",
         "W_ij = exp(-||u_i - u_j||^2 / (2 sigma^2)) on the L2-normalised rows u, and W_ii = 0: "

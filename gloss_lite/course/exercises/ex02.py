@@ -1,4 +1,5 @@
-"""The exercises of notebook 02 · Label propagation: one iteration, the closed form, soft clamping's fixed point."""
+"""The exercises of notebook 02 · Label propagation: how long a walk wanders, the closed form, soft clamping's
+fixed point."""
 
 from __future__ import annotations
 
@@ -9,23 +10,32 @@ from ...lpa import propagate
 from ..comparing import Exercise, same_outputs
 from .inputs import choice, graph_case
 
-# 02.1 · one iteration of label propagation ---------------------------------------------------
+# 02.1 · how long a walk wanders before it is absorbed ------------------------------------------
 
-def lpa_iteration_reference(transition, distributions, one_hot, labeled_mask):
-    """One clamped LPA step: ``F <- T F``, then the visible rows are reset to their one-hot labels."""
-    updated = transition @ distributions
-    return torch.where(labeled_mask[:, None], one_hot, updated)
+def absorption_steps_reference(transition, labeled_mask):
+    """The expected number of steps before a walk from each hidden node first reaches a visible one.
+
+    Iterates ``t <- 1 + T_UU t`` from ``t = 0`` (after ``k`` rounds, the expected number of steps
+    taken within the first ``k``) until it stops moving; the fixed point solves
+    ``(I - T_UU) t = 1``.
+    """
+    hidden = ~labeled_mask
+    t_uu = transition[hidden][:, hidden]
+    steps = torch.zeros(len(t_uu), dtype=transition.dtype)
+    for _ in range(1_000_000):
+        updated = 1.0 + t_uu @ steps
+        if (updated - steps).abs().max() < 1e-13 * updated.abs().max():
+            return updated
+        steps = updated
+    return steps
 
 
-def iteration_cases(generator):
+def absorption_cases(generator):
     cases = []
     for _ in range(4):
         _, labels, visible, num_classes, sigma, transition = graph_case(generator)
-        one_hot = F.one_hot(labels, num_classes).double() * visible[:, None]
-        distributions = torch.softmax(torch.randn(len(labels), num_classes, generator=generator,
-                                                  dtype=torch.float64), dim=1)
-        cases.append((f"n={len(labels)}, C={num_classes}, {int(visible.sum())} visible",
-                      (transition, distributions, one_hot, visible)))
+        cases.append((f"n={len(labels)}, {int(visible.sum())} visible, row transition of a Gaussian graph "
+                      f"(sigma={sigma:.3f})", (transition, visible)))
     return cases
 
 
@@ -70,12 +80,14 @@ def soft_clamp_cases(generator):
 
 EXERCISES = {
     "02.1": Exercise(
-        "one iteration of label propagation", "lpa_iteration",
-        "multiply T by F (every node takes the weighted average of its neighbours' distributions), "
-        "then clamp: the visible rows go back to their one-hot labels, e.g. with torch.where",
-        same_outputs(iteration_cases, lpa_iteration_reference),
-        forbidden=("propagate", "lpa_iteration_reference"), face=("graph", "masking", "sigma"),
-        withheld=("sklearn",)),
+        "how long a walk wanders", "absorption_steps",
+        "a walk from a hidden node u takes one step and, if it lands on a hidden node u', goes on from "
+        "there: t_u = 1 + sum over hidden u' of T_uu' t_u'. Collect the t terms on one side and solve one "
+        "linear system",
+        same_outputs(absorption_cases, absorption_steps_reference, atol=1e-7, rtol=1e-7),
+        forbidden=("propagate", "absorption_steps_reference"), face=("graph", "masking", "sigma"),
+        withheld=("sklearn",),
+        more_hint="(I - T_UU) t = 1: torch.linalg.solve(I - T[hidden][:, hidden], ones)"),
     "02.2": Exercise(
         "the closed form (harmonic solution)", "harmonic_solution",
         "take the blocks T_UU = T[hidden][:, hidden] and T_UL = T[hidden][:, visible], the one-hot "

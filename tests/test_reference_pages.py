@@ -64,3 +64,13 @@ def test_notebook_links_to_reference_pages_resolve_in_the_repository_and_on_the_
         assert "](../site/" not in staged_text  # on the site the pages sit next to the notebooks' folder
         assert all(f"](../{page}" in staged_text for page in pages)
     assert {"notation.md", "markov_chains.md", "gloss_summary.md", "capstone.md"} <= linked
+
+
+def test_the_course_map_of_notebook_00_names_every_notebook():
+    from gloss_lite.course.run import notebook_paths
+
+    notebooks = notebook_paths()
+    overview = json.loads(notebooks[0].read_text(encoding="utf-8"))
+    (course_map,) = [c for c in overview["cells"] if "".join(c["source"]).startswith("### The course map")]
+    rows = re.findall(r"^\| \*\*(\d\d) ", "".join(course_map["source"]), flags=re.M)
+    assert rows == [path.name[:2] for path in notebooks], "notebook 00's course map must list every notebook"

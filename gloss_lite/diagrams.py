@@ -25,6 +25,15 @@ from matplotlib.collections import LineCollection
 
 from .plots import mixed_colours
 
+__all__ = [
+    "colour_legend",
+    "draw_graph",
+    "draw_pipeline",
+    "draw_propagation_steps",
+    "draw_transition_blocks",
+    "HIDDEN_GREY",
+]
+
 HIDDEN_GREY = "#bdbdbd"
 
 

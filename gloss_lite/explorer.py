@@ -54,6 +54,7 @@ __all__ = [
     "MATRICES",
     "NUMBERS",
     "sweep",
+    "WIDGET_TEXT",
 ]
 
 MATRICES = ("affinity", "transition")

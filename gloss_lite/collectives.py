@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 __all__ = [
     "agreed_seed",
+    "any_rank",
     "barrier",
     "broadcast_object",
     "gather_labels",

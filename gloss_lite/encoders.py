@@ -46,6 +46,7 @@ __all__ = [
     "tokenize",
     "TOKENIZER_FILES",
     "WEIGHT_FILES",
+    "TokenTable",
 ]
 
 POOLINGS = ("mean", "cls")

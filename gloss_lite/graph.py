@@ -54,6 +54,8 @@ __all__ = [
     "squared_distances",
     "transition_matrix",
     "within_class_share",
+    "float32_matmul",
+    "ieee_float32",
 ]
 
 SCHEMES = ("gloss", "row")

@@ -36,7 +36,14 @@ import torch
 
 from .checks import check_class_range, check_int, class_ids
 
-__all__ = ["check_labels", "check_transition", "default_teleport", "METHODS", "propagate"]
+__all__ = [
+    "check_labels",
+    "check_transition",
+    "default_teleport",
+    "METHODS",
+    "propagate",
+    "node_indices",
+]
 
 METHODS = ("closed_form", "iterative")
 

@@ -42,6 +42,7 @@ __all__ = [
     "OPTIMIZERS",
     "RECIPES",
     "TrainConfig",
+    "parse_loss",
 ]
 
 LOSSES = (

@@ -70,6 +70,7 @@ __all__ = [
     "local_batch",
     "local_device",
     "replicate",
+    "environment",
 ]
 
 

@@ -105,6 +105,7 @@ __all__ = [
     "evaluate_split",
     "fit",
     "TrainResult",
+    "dropout_seed",
 ]
 
 

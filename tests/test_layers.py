@@ -13,7 +13,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "gloss_lite"
 
 LAYERS = {
-    0: ["checks", "graph", "lpa", "masking", "runtime", "plots", "diagrams", "collectives"],
+    0: ["checks", "graph", "lpa", "masking", "runtime", "plots", "diagrams", "collectives",
+        "memory", "trends", "scale_diagrams"],
     1: ["losses", "baselines", "sigma", "evaluate", "explorer", "data", "benchmark_files", "encoders"],
     2: ["training"],
     3: ["integrations", "reproduction", "course"],

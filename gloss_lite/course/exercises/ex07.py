@@ -1,33 +1,33 @@
-"""The exercises of notebook 07 · Reproducing the paper: the authors' random mask, the gradient share of the
-aux term, a verdict from paired differences."""
+"""The exercises of notebook 07 · Reproducing the paper: the authors' per-node term, the gradient share of
+the aux term, a verdict from paired differences."""
 
 from __future__ import annotations
 
 import torch
 
-from ...masking import split_mask
 from ..comparing import Exercise, Mismatch, ask, compare, same_outputs
 from .inputs import choice, embeddings, randint
 
-ALL_BUT_MASKING = ("graph", "lpa", "sigma", "baselines")  # losses imports masking
 METHOD = ("graph", "lpa", "masking", "losses", "sigma", "baselines")
 
 
-# 07.1 · the authors' random mask -------------------------------------------------------------
+# 07.1 · the authors' per-node term ---------------------------------------------------------
 
-def authors_mask_cases(generator):
-    """(n, gamma, seed) triples, among them sizes where gamma * n is a whole number."""
-    cases = [("n=10, gamma=0.7 (gamma * n is whole)", (10, 0.7, 3)), ("n=128, gamma=0.7", (128, 0.7, 5))]
-    for _ in range(3):
-        gamma = choice([0.3, 0.5, 0.6, 0.7, 0.9], generator)
-        n = randint(12, 60, generator)  # large enough that one node stays hidden
-        cases.append((f"n={n}, gamma={gamma}", (n, gamma, randint(0, 10_000, generator))))
+def authors_node_cases(generator):
+    """(p, num_classes) pairs, among them a perfect propagation (p = 1) and a uniform one."""
+    cases = [("a perfect propagation, p=1, C=2", (1.0, 2)), ("a uniform row, p=1/4, C=4", (0.25, 4))]
+    for _ in range(4):
+        num_classes = randint(2, 20, generator)
+        p = 1 / num_classes + (1 - 1 / num_classes) * float(torch.rand(1, generator=generator))
+        cases.append((f"p={p:.4f}, C={num_classes}", (p, num_classes)))
     return cases
 
 
-def authors_mask_reference(n, gamma, seed):
-    labels = torch.arange(n) % 2
-    return split_mask(labels, gamma, generator=torch.Generator().manual_seed(seed), stratified=False)
+def authors_node_reference(p, num_classes):
+    """Cross-entropy of the softmax of the row (p, (1-p)/(C-1), ...) at its first class."""
+    row = torch.full((1, num_classes), (1 - p) / (num_classes - 1), dtype=torch.float64)
+    row[0, 0] = p
+    return float(torch.nn.functional.cross_entropy(row, torch.tensor([0])))
 
 
 # 07.2 · the gradient share of the aux term ---------------------------------------------------
@@ -83,12 +83,13 @@ def check_verdict(student, generator) -> int:
 
 EXERCISES = {
     "07.1": Exercise(
-        "the authors' random mask", "authors_mask",
-        "draw one random permutation of 0..n-1 from a generator seeded with seed; node i is visible when "
-        "its entry is below gamma * n (compare in floating point, as the authors' code does)",
-        same_outputs(authors_mask_cases, authors_mask_reference),
-        forbidden=("split_mask", "GLoss", "authors_mask_reference"), face=ALL_BUT_MASKING,
-        more_hint="torch.randperm(n, generator=torch.Generator().manual_seed(seed)) < gamma * n"),
+        "the authors' per-node term", "authors_node_loss",
+        "the authors pass the probabilities F_u to cross_entropy as if they were logits: the term is "
+        "-log(exp(p) / (exp(p) + (C - 1) exp((1 - p) / (C - 1)))), not -log p",
+        same_outputs(authors_node_cases, authors_node_reference, atol=1e-9),
+        forbidden=("authors_node_reference", "g_loss", "GLoss", "cross_entropy", "log_softmax"),
+        face=METHOD, points=2,
+        more_hint="at p = 1 the term is log(1 + (C - 1) / e), about 0.31 for C = 2, not 0"),
     "07.2": Exercise(
         "the gradient share of the aux term", "push_share",
         "take the gradient of each (already weighted) term with respect to the embeddings it was computed "

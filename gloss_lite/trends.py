@@ -30,6 +30,15 @@ class Trend:
     high: float
     verdict: str
 
+    def describe(self, what: str, per: str) -> str:
+        """One sentence: the verdict, the slope per ``per`` and its interval."""
+        verb = {"falls": "falls", "rises": "rises"}.get(self.verdict, "shows no clear trend")
+        if np.isfinite(self.low):
+            interval = f"95% interval {self.low:+.3g} to {self.high:+.3g}"
+        else:
+            interval = "two points give no interval"
+        return f"{what} {verb}: slope {self.slope:+.3g} per {per} ({interval})."
+
     def contains(self, value: float) -> bool:
         """Whether ``value`` (e.g. a predicted slope) lies inside the interval."""
         return self.low <= value <= self.high

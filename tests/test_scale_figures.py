@@ -54,6 +54,9 @@ def test_trend_does_not_call_noise_a_fall():
     assert trend(range(4), series).verdict == "no clear trend"
     assert trend([0, 1], [1.0, 0.0]).verdict == "no clear trend"  # two points decide nothing
     assert math.isinf(trend([0, 1], [1.0, 0.0]).high)
+    sentence = trend(range(4), series).describe("G-Loss", "step")
+    assert sentence == "G-Loss shows no clear trend: slope -0.0075 per step (95% interval -0.131 to +0.116)."
+    assert trend(range(4), [3.0, 2.1, 0.9, 0.0]).describe("x", "step").startswith("x falls: slope -1.02")
 
 
 def test_trend_rejects_bad_input():

@@ -291,21 +291,13 @@ def test_gpus_jobs_and_threads_are_decided_from_what_is_visible(monkeypatch):
 
 def test_precision_and_the_two_memories_on_an_injected_gpu(monkeypatch):
     cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation
-                        and native)
-    native = True
-    assert precision_name(True, cuda) == "bf16 autocast"
-    native = False
-    assert precision_name(True, cuda).startswith("bf16 autocast (emulated")
-    assert precision_name(True, torch.device("cpu")) == "fp32"
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        assert precision_name(False, cuda) == "fp32, TF32 matmul"
-        torch.backends.cuda.matmul.allow_tf32 = False
-        assert precision_name(False, cuda) == "fp32"
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+    capability = (9, 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert precision_name("auto", cuda) == "bf16"  # a GPU with bf16 tensor cores
+    assert precision_name("tf32", cuda) == "tf32"
+    capability = (7, 5)
+    assert precision_name("auto", cuda) == "fp16"  # a T4: fp16 with a loss scaler, not emulated bf16
+    assert precision_name("auto", torch.device("cpu")) == "fp32"
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 3 * 2**30)
     allocated, resident = peak_memory_mb(cuda)
     assert allocated == 3072 and resident > 50 and resident != allocated

@@ -116,17 +116,11 @@ def device_name(device) -> str:
 
 
 def precision_name(amp, device) -> str:
-    """What the encoder computes in: "fp32" (with "TF32 matmul" when CUDA's matmuls may use TF32),
-    or "bf16 autocast", marked "emulated" on a GPU without bf16 tensor cores (a T4)."""
-    import torch
+    """What the run computes in, by the training's precision policy (``gloss_lite.runtime.precision_for``):
+    "bf16", "fp16" (with a loss scaler, on GPUs without bf16 tensor cores such as the T4), "tf32" or "fp32"."""
+    from ..runtime import precision_for
 
-    if device.type != "cuda":
-        return "fp32"
-    if not amp:
-        return "fp32, TF32 matmul" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
-    if torch.cuda.is_bf16_supported(including_emulation=False):
-        return "bf16 autocast"
-    return "bf16 autocast (emulated: this GPU has no bf16 tensor cores)"
+    return precision_for(device, amp).name
 
 
 def peak_memory_mb(device) -> tuple[float | None, float | None]:

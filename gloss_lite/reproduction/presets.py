@@ -56,8 +56,8 @@ PRESETS = {
         "methods": FULL_METHODS,
         "seeds": [0, 1, 2],
         "sizes": {"train": None, "val": None, "test": None},
-        "budget": {"course": {"epochs": 10, "batch_size": 32, "max_length": 128, "amp": True},
-                   "authors": {"epochs": 10, "amp": True}},
+        "budget": {"course": {"epochs": 10, "batch_size": 32, "max_length": 128, "amp": "auto"},
+                   "authors": {"epochs": 10, "amp": "auto"}},
         "budget_seconds": 600,
         "notes": ["The authors' recipe trains up to 200 epochs (patience 10) in fp32; this preset caps it at "
                   "10 epochs, before any trimming, and runs both recipes under bf16 autocast."],

@@ -260,7 +260,8 @@ def dry_run(spec: dict, output: Path, facts: dict) -> int:
         asked = spec["budget"].get(run.recipe, {}).get("batch_size", config.batch_size)
         raised = f" (raised from {asked}: {facts[run.dataset]['classes']} classes + 1)" if config.batch_size > asked \
             else ""
-        precision = "bf16 autocast on a GPU" if config.amp and spec["device"] != "cpu" else "fp32"
+        precision = f"amp={config.amp!r} (bf16 where the GPU has it, fp16 on older GPUs, fp32 on a CPU)" \
+            if spec["device"] != "cpu" else "fp32"
         lines.append(f"- valid {run}: {config.epochs} epochs, batch {config.batch_size}{raised}, "
                      f"{config.max_length} tokens, {precision}, {facts[run.dataset]['train']} training documents")
     text = "\n".join(lines) + "\n"

@@ -1,0 +1,292 @@
+"""G-Loss against CE on frozen features at full data: one command, on a CPU.
+
+Taught in ``notebooks/07_reproducing_the_paper.ipynb``.
+
+**Not the paper's setting.** The paper fine-tunes the whole encoder. Here the encoder
+(all-MiniLM-L6-v2) embeds every document once (``gloss_lite.reproduction.features``) and never
+moves; each loss trains the same small model on top, a residual adapter and a linear head
+(``gloss_lite.reproduction.adapter``), with the course's own training loop
+(``gloss_lite.train.fit``). So the grid can afford what fine-tuning on a CPU cannot: every
+training document of all five benchmarks, early stopping on validation, ten seeds per cell. It
+tells whether G-Loss's objective helps a model *shape the geometry of given features*; it cannot
+tell how G-Loss moves a transformer's own weights.
+
+A method is ``loss/recipe`` as in ``gloss_lite.reproduce``. ``course`` is ``TrainConfig()``
+(NLL target, stratified mask, one pass, sigma SQRT on 2000 training documents, lam 0.5,
+gamma 0.7, AdamW); ``authors`` is ``TrainConfig.authors()`` (their target divided by ``|U|``,
+uniform mask, balanced class weights, G-Loss on a second pass, lam 0.1, gamma 0.7, sigma by
+their SQRT over all training documents, Adam at one learning rate, gradients clipped at 1).
+Every method gets the grid's budget (``BUDGET``): the adapter starts from scratch, so the
+learning rate is the adapter's (1e-3), not a pretrained encoder's (the authors' 1e-5);
+their CLS pooling is replaced by the mean pooling MiniLM was trained with; their learning-rate
+drop after epoch 30 lies beyond a 30-epoch budget. Each method is compared with CE of its own
+recipe, seed by seed (``gloss_lite.reproduction.frozen_summary``).
+
+Outputs (each written only by this command, atomically; a run or baseline already in its file
+is skipped, so an interrupted command resumes):
+
+- ``--output`` (``results/frozen_features.csv``): one row per run (``COLUMNS``), with the
+  validation curve, the epochs' seconds and which test documents the run got right;
+- ``baselines_frozen.csv`` beside it: TF-IDF + logistic regression, a linear probe and
+  transductive LPA (``gloss_lite.reproduction.frozen_baselines``), one row per dataset and method;
+- ``frozen_features_summary.md`` beside it.
+
+    python -m gloss_lite.reproduction.frozen --jobs 2      # all five datasets, 10 seeds (~35 min)
+    python -m gloss_lite.reproduction.frozen --tiny        # the course's reviews, 2 seeds (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..data import SPLITS
+from ..train import TrainConfig, estimate_sigma, fit
+from .adapter import FeatureAdapter
+from .features import MAX_LENGTH, frozen_features
+from .frozen_baselines import LPA_REFERENCE_SIZE, baseline_predictions
+from .significance import pack_correct, wilson_interval
+from .owned_files import append_rows, check_owned, finished_keys, write_text
+
+ROOT = Path(__file__).resolve().parents[2]
+DATASETS = ["mr", "r8", "r52", "ohsumed", "20ng"]
+METHODS = ["ce/course", "gloss/course", "gloss+ce/course", "scl+ce/course", "triplet+ce/course",
+           "ce/authors", "gloss+ce/authors"]
+BUDGET = {"epochs": 30, "patience": 5, "batch_size": 128, "lr": 1e-3, "hidden": 128, "dropout": 0.1}
+TINY = {"datasets": ["reviews_topic"], "seeds": [0, 1],
+        "methods": ["ce/course", "gloss+ce/course", "ce/authors", "gloss+ce/authors"],
+        "budget": dict(BUDGET, epochs=3, patience=2, batch_size=32), "lpa_reference": 200}
+RUN_KEY = ["dataset", "loss", "recipe", "seed"]
+COLUMNS = RUN_KEY + [
+    "epochs_run", "best_epoch", "best_val_accuracy", "test_accuracy", "test_macro_f1", "test_accuracy_last",
+    "val_accuracy_curve", "epoch_seconds", "seconds", "sigma", "lam", "gamma", "batch_size", "lr", "max_epochs",
+    "patience", "adapter_hidden", "train_size", "test_size", "correct_bits", "feature_key", "feature_seconds",
+    "max_length", "device", "torch", "precision",
+]
+BASELINE_KEY = ["dataset", "method"]
+BASELINE_COLUMNS = BASELINE_KEY + [
+    "test_accuracy", "test_accuracy_low", "test_accuracy_high", "test_macro_f1", "settings", "seconds",
+    "correct_bits", "test_size", "feature_key", "device", "torch",
+]
+
+
+def parse_method(method: str) -> tuple[str, str]:
+    """``"gloss+ce/authors"`` -> ``("gloss+ce", "authors")``, checked (a bare loss is the course's)."""
+    from ..reproduce import parse_method as parse
+
+    return parse(method)
+
+
+def make_config(loss: str, recipe: str, seed: int, budget: dict, sigma: float | None) -> TrainConfig:
+    """The recipe's ``TrainConfig`` under the grid's budget, sigma given as a number (None: CE)."""
+    base = TrainConfig.authors(loss) if recipe == "authors" else TrainConfig(loss=loss)
+    rates = {"lr": budget["lr"], "head_lr": None if base.head_lr is None else budget["lr"]}
+    return dataclasses.replace(
+        base, seed=seed, epochs=budget["epochs"], patience=budget["patience"], batch_size=budget["batch_size"],
+        restore_best=True, lpa_eval=False, progress=False, device="cpu", pooling="mean", amp=False,
+        sigma=base.sigma if sigma is None else sigma, **rates)
+
+
+def course_sigma(features, seed: int, variant: str) -> float:
+    """Sigma as ``fit`` would estimate it for ``seed``: SQRT on the untrained adapter's embeddings."""
+    train = features.dataset.train
+    adapter = FeatureAdapter(train.texts, features["train"], seed=seed)  # starts as the identity
+    size = None if variant == "authors" else TrainConfig().sigma_sample_size
+    return estimate_sigma(adapter, train, "sqrt", seed, size, variant)
+
+
+def train_run(task: dict) -> dict:
+    """Train and score one run (``task``: dataset, loss, recipe, seed, sigma, budget, cache...); its row."""
+    from ..reproduce import device_name
+
+    torch.set_num_threads(task.get("threads") or torch.get_num_threads())
+    features = _features(task["dataset"], task["data_dir"], task["cache"])
+    train, val, test = features.dataset
+    texts = [text for split in features.dataset for text in split.texts]
+    vectors = torch.cat([features[name] for name in SPLITS])
+    budget = task["budget"]
+    adapter = FeatureAdapter(texts, vectors, seed=task["seed"], hidden=budget["hidden"], dropout=budget["dropout"])
+    config = make_config(task["loss"], task["recipe"], task["seed"], budget, task["sigma"])
+    result = fit(train, val, config, encoder=adapter, test=test)
+    with torch.no_grad():
+        predicted = result.head(result.encoder.embed(test.texts)).argmax(dim=1)
+    correct = (predicted == test.labels).numpy()
+    curve = [row["val_accuracy"] for row in result.history]
+    seconds = [row["seconds"] for row in result.history]
+    return {
+        "dataset": task["dataset"], "loss": task["loss"], "recipe": task["recipe"], "seed": task["seed"],
+        "epochs_run": len(curve), "best_epoch": result.best_epoch, "best_val_accuracy": max(curve),
+        "test_accuracy": float(correct.mean()), "test_macro_f1": result.test_best["macro_f1"],
+        "test_accuracy_last": result.test_last["accuracy"],
+        "val_accuracy_curve": " ".join(f"{value:.6f}" for value in curve),
+        "epoch_seconds": " ".join(f"{value:.3f}" for value in seconds), "seconds": sum(seconds),
+        "sigma": result.sigma, "lam": config.lam, "gamma": config.gamma, "batch_size": config.batch_size,
+        "lr": config.lr, "max_epochs": config.epochs, "patience": config.patience, "adapter_hidden": budget["hidden"],
+        "train_size": len(train), "test_size": len(test), "correct_bits": pack_correct(correct),
+        "feature_key": features.key[:16], "feature_seconds": round(features.seconds, 1),
+        "max_length": features.settings["max_length"], "device": device_name(torch.device("cpu")),
+        "torch": torch.__version__, "precision": "float32",
+    }
+
+
+_LOADED = {}  # a worker's features, by dataset: loaded once per process
+
+
+def _features(dataset: str, data_dir, cache):
+    if dataset not in _LOADED:
+        _LOADED[dataset] = frozen_features(dataset, data_dir=data_dir, cache=cache, max_length=MAX_LENGTH)
+    return _LOADED[dataset]
+
+
+def run_baselines(features, output: Path, lpa_reference: int) -> None:
+    """Append the rows of the baselines of ``features``' dataset that ``output`` lacks."""
+    from ..evaluate import classification_metrics
+    from ..reproduce import device_name
+
+    name = features.dataset.name
+    done = finished_keys(output, BASELINE_KEY)
+    train, val, test = features.dataset
+    started = time.perf_counter()
+    for method, predicted, settings in baseline_predictions(features.features, train, val, test,
+                                                            reference_size=lpa_reference):
+        seconds, started = time.perf_counter() - started, time.perf_counter()
+        if (name, method) in done:
+            continue
+        correct = predicted == test.labels.numpy()
+        low, high = wilson_interval(int(correct.sum()), len(correct))
+        scores = classification_metrics(test.labels, torch.as_tensor(predicted))
+        append_rows(output, BASELINE_COLUMNS, [{
+            "dataset": name, "method": method, "test_accuracy": scores["accuracy"], "test_accuracy_low": low,
+            "test_accuracy_high": high, "test_macro_f1": scores["macro_f1"], "settings": json.dumps(settings),
+            "seconds": round(seconds, 2), "correct_bits": pack_correct(correct), "test_size": len(correct),
+            "feature_key": features.key[:16], "device": device_name(torch.device("cpu")), "torch": torch.__version__}])
+        print(f"  {name} {method}: test accuracy {scores['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
+
+
+def run_grid(spec: dict, output: Path, baselines: Path, *, jobs: int = 1) -> None:
+    """Embed (or read) each dataset's features, run its baselines, then every unfinished run."""
+    done = finished_keys(output, RUN_KEY)
+    tasks = []
+    for dataset in spec["datasets"]:
+        features = _features(dataset, spec["data_dir"], spec["cache"])
+        origin = "read from the cache" if features.from_cache else "computed"
+        print(f"{dataset}: features {origin} (embedding took {features.seconds:.0f} s)", flush=True)
+        run_baselines(features, baselines, spec["lpa_reference"])
+        sigmas = {}
+        for method in spec["methods"]:
+            loss, recipe = parse_method(method)
+            for seed in spec["seeds"]:
+                if (dataset, loss, recipe, seed) in done:
+                    continue
+                variant_seed = (recipe, seed if recipe == "course" else 0)  # the authors' sigma uses every document
+                if loss.startswith("gloss") and variant_seed not in sigmas:
+                    sigmas[variant_seed] = course_sigma(features, seed, recipe)
+                tasks.append({"dataset": dataset, "loss": loss, "recipe": recipe, "seed": seed,
+                              "sigma": sigmas.get(variant_seed) if loss.startswith("gloss") else None,
+                              "budget": spec["budget"], "data_dir": spec["data_dir"], "cache": spec["cache"],
+                              "threads": 1 if jobs > 1 else None})
+    print(f"{len(tasks)} runs to go ({len(done)} already in {output.name})", flush=True)
+    started = time.perf_counter()
+
+    def record(index, row):
+        append_rows(output, COLUMNS, [row])
+        left = (time.perf_counter() - started) / index * (len(tasks) - index) / 60
+        print(f"[{index}/{len(tasks)}] {row['dataset']} {row['loss']}/{row['recipe']} seed {row['seed']}: test "
+              f"accuracy {row['test_accuracy']:.4f}, best epoch {row['best_epoch']}/{row['epochs_run']}, "
+              f"{row['seconds']:.0f} s; about {left:.0f} min left", flush=True)
+
+    if jobs <= 1:
+        for index, task in enumerate(tasks, start=1):
+            record(index, train_run(task))
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = [pool.submit(train_run, task) for task in tasks]
+        for index, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            record(index, future.result())
+
+
+def build_spec(args, parser) -> dict:
+    """The grid of the parsed arguments, every value checked before any work."""
+    spec = json.loads(json.dumps(TINY)) if args.tiny else {
+        "datasets": list(DATASETS), "seeds": list(range(10)), "methods": list(METHODS), "budget": dict(BUDGET),
+        "lpa_reference": LPA_REFERENCE_SIZE}
+    for name in ("datasets", "seeds", "methods"):
+        if getattr(args, name):
+            spec[name] = getattr(args, name)
+    for name in ("epochs", "patience"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{name} must be 1 or more, got {value}")
+            spec["budget"][name] = value
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, got {args.jobs}")
+    if any(seed < 0 for seed in spec["seeds"]) or len(set(spec["seeds"])) != len(spec["seeds"]):
+        parser.error(f"--seeds must be distinct integers >= 0, got {spec['seeds']}")
+    for method in spec["methods"]:
+        try:
+            parse_method(method)
+        except ValueError as error:
+            parser.error(str(error))
+    if not any(parse_method(m)[0] == "ce" for m in spec["methods"]):
+        parser.error("--methods needs a CE method (ce/course or ce/authors): every method is compared with CE")
+    for path, columns in ((args.output, COLUMNS), (baselines_path(args.output), BASELINE_COLUMNS),
+                          (summary_path(args.output), None)):
+        try:
+            check_owned(path, columns)
+        except ValueError as error:
+            parser.error(str(error))
+    return {**spec, "data_dir": args.data_dir, "cache": args.cache}
+
+
+def baselines_path(output: Path) -> Path:
+    return output.with_name("baselines_frozen.csv" if output.stem == "frozen_features" else output.stem + "_baselines.csv")
+
+
+def summary_path(output: Path) -> Path:
+    return output.with_name(output.stem + "_summary.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", help=f"datasets (default: {' '.join(DATASETS)})")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 to 9)")
+    parser.add_argument("--methods", nargs="+", help="loss/recipe methods (default: the seven of METHODS)")
+    parser.add_argument("--epochs", type=int, help=f"most epochs of a run (default {BUDGET['epochs']})")
+    parser.add_argument("--patience", type=int, help=f"epochs without a better validation macro-F1 (default {BUDGET['patience']})")
+    parser.add_argument("--tiny", action="store_true", help="the course's reviews, 2 seeds, 3 epochs: a smoke run")
+    parser.add_argument("--output", type=Path, help="results CSV (default: results/frozen_features.csv)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in a worker process on one thread")
+    parser.add_argument("--data-dir", help="folder with the datasets (default: GLOSS_LITE_DATA, then a download)")
+    parser.add_argument("--cache", help="feature cache folder (default: GLOSS_LITE_CACHE, then ~/.cache/gloss-lite/features)")
+    parser.add_argument("--summary-only", action="store_true", help="summarise the results files, train nothing")
+    args = parser.parse_args(argv)
+    args.output = args.output or ROOT / "results" / "frozen_features.csv"
+    if args.output.suffix != ".csv":
+        parser.error(f"--output must be a .csv file, got {args.output}")
+    spec = build_spec(args, parser)
+    if not args.summary_only:
+        run_grid(spec, args.output, baselines_path(args.output), jobs=args.jobs)
+    if not args.output.exists():
+        print(f"no results at {args.output}")
+        return 1
+    from .frozen_summary import summary_markdown
+
+    summary = summary_markdown(args.output, baselines_path(args.output))
+    write_text(summary_path(args.output), summary)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -182,7 +182,7 @@ def tiny_cache(tmp_path_factory):
     return cache
 
 
-def test_the_command_runs_a_tiny_grid_writes_its_files_and_resumes(tmp_path, tiny_cache, capsys):
+def test_the_command_runs_a_tiny_grid_writes_its_files_and_resumes_in_a_worker(tmp_path, tiny_cache, capsys):
     output = tmp_path / "frozen_features.csv"
     arguments = ["--tiny", "--output", str(output), "--cache", str(tiny_cache)]
     assert frozen.main(arguments) == 0
@@ -200,7 +200,7 @@ def test_the_command_runs_a_tiny_grid_writes_its_files_and_resumes(tmp_path, tin
     assert summary.startswith("# Frozen features:") and "Not the paper's setting" in summary
     capsys.readouterr()
     output.write_text("\n".join(output.read_text().splitlines()[:-1]) + "\n")  # the last run is lost
-    assert frozen.main(arguments) == 0
+    assert frozen.main([*arguments, "--jobs", "2"]) == 0  # resumed in a worker process
     assert "1 runs to go (7 already in" in capsys.readouterr().out
     assert len(pd.read_csv(output)) == 8 and len(pd.read_csv(tmp_path / "baselines_frozen.csv")) == 4
 

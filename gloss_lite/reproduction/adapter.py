@@ -12,7 +12,7 @@ fine-tuning starts from the pretrained encoder. Dropout (0.1, as in BERT and Min
 passes over a batch differ, which the authors' recipe relies on (G-Loss on a second pass).
 
 ``FeatureAdapter`` looks a text's features up by the text itself and offers what
-``gloss_lite.train.fit`` asks of an encoder (``dim``, ``model``, ``embed``, ``forward(texts)``),
+``gloss_lite.training.fit`` asks of an encoder (``dim``, ``model``, ``embed``, ``forward(texts)``),
 so the same training loop, recipes, early stopping and scoring serve the frozen setting and full
 fine-tuning. This is not the paper's setting: the encoder's 22.7 M weights never move, the
 adapter has ``2 d^2 + 4 d`` (about 0.3 M at ``d = 384``).

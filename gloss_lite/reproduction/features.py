@@ -135,7 +135,7 @@ def frozen_features(dataset: str | Dataset, *, data_dir=None, model: str | Path 
                 for name, split in zip(SPLITS, data)}
     seconds = time.perf_counter() - started
     settings = {"model": str(model or DEFAULT_MODEL_NAME), "pooling": pooling, "max_length": max_length,
-                "device": str(encoder.device), "torch": torch.__version__, "distinct_texts": len(texts)}
+                "device": str(encoder.device), "torch": str(torch.__version__), "distinct_texts": len(texts)}
     _save_atomically({"key": key, "features": features, "seconds": seconds, "settings": settings}, path)
     return FrozenFeatures(data, features, key, seconds, settings, False)
 

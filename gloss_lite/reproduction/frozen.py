@@ -6,12 +6,12 @@ Taught in ``notebooks/07_reproducing_the_paper.ipynb``.
 (all-MiniLM-L6-v2) embeds every document once (``gloss_lite.reproduction.features``) and never
 moves; each loss trains the same small model on top, a residual adapter and a linear head
 (``gloss_lite.reproduction.adapter``), with the course's own training loop
-(``gloss_lite.train.fit``). So the grid can afford what fine-tuning on a CPU cannot: every
+(``gloss_lite.training.fit``). So the grid can afford what fine-tuning on a CPU cannot: every
 training document of all five benchmarks, early stopping on validation, ten seeds per cell. It
 tells whether G-Loss's objective helps a model *shape the geometry of given features*; it cannot
 tell how G-Loss moves a transformer's own weights.
 
-A method is ``loss/recipe`` as in ``gloss_lite.reproduce``. ``course`` is ``TrainConfig()``
+A method is ``loss/recipe`` as in ``gloss_lite.reproduction.run``. ``course`` is ``TrainConfig()``
 (NLL target, stratified mask, one pass, sigma SQRT on 2000 training documents, lam 0.5,
 gamma 0.7, AdamW); ``authors`` is ``TrainConfig.authors()`` (their target divided by ``|U|``,
 uniform mask, balanced class weights, G-Loss on a second pass, lam 0.1, gamma 0.7, sigma by
@@ -43,14 +43,16 @@ import dataclasses
 import json
 import multiprocessing
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from .. import sigma
 from ..data import SPLITS
-from ..train import TrainConfig, estimate_sigma, fit
+from ..training import TrainConfig, fit
 from .adapter import FeatureAdapter
 from .features import MAX_LENGTH, frozen_features
 from .frozen_baselines import LPA_REFERENCE_SIZE, baseline_predictions
@@ -61,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ["mr", "r8", "r52", "ohsumed", "20ng"]
 METHODS = ["ce/course", "gloss/course", "gloss+ce/course", "scl+ce/course", "triplet+ce/course",
            "ce/authors", "gloss+ce/authors"]
-BUDGET = {"epochs": 30, "patience": 5, "batch_size": 128, "lr": 1e-3, "hidden": 128, "dropout": 0.1}
+BUDGET = {"epochs": 30, "patience": 3, "batch_size": 128, "lr": 1e-3, "hidden": 128, "dropout": 0.1}
 TINY = {"datasets": ["reviews_topic"], "seeds": [0, 1],
         "methods": ["ce/course", "gloss+ce/course", "ce/authors", "gloss+ce/authors"],
         "budget": dict(BUDGET, epochs=3, patience=2, batch_size=32), "lpa_reference": 200}
@@ -81,34 +83,43 @@ BASELINE_COLUMNS = BASELINE_KEY + [
 
 def parse_method(method: str) -> tuple[str, str]:
     """``"gloss+ce/authors"`` -> ``("gloss+ce", "authors")``, checked (a bare loss is the course's)."""
-    from ..reproduce import parse_method as parse
+    from .run import parse_method as parse
 
     return parse(method)
 
 
-def make_config(loss: str, recipe: str, seed: int, budget: dict, sigma: float | None) -> TrainConfig:
-    """The recipe's ``TrainConfig`` under the grid's budget, sigma given as a number (None: CE)."""
+def make_config(loss: str, recipe: str, seed: int, budget: dict, width: float | None) -> TrainConfig:
+    """The recipe's ``TrainConfig`` under the grid's budget; ``width``: sigma as a number (None: the recipe's rule)."""
     base = TrainConfig.authors(loss) if recipe == "authors" else TrainConfig(loss=loss)
     rates = {"lr": budget["lr"], "head_lr": None if base.head_lr is None else budget["lr"]}
     return dataclasses.replace(
         base, seed=seed, epochs=budget["epochs"], patience=budget["patience"], batch_size=budget["batch_size"],
         restore_best=True, lpa_eval=False, progress=False, device="cpu", pooling="mean", amp=False,
-        sigma=base.sigma if sigma is None else sigma, **rates)
+        sigma=base.sigma if width is None else width, **rates)
 
 
-def course_sigma(features, seed: int, variant: str) -> float:
-    """Sigma as ``fit`` would estimate it for ``seed``: SQRT on the untrained adapter's embeddings."""
-    train = features.dataset.train
-    adapter = FeatureAdapter(train.texts, features["train"], seed=seed)  # starts as the identity
-    size = None if variant == "authors" else TrainConfig().sigma_sample_size
-    return estimate_sigma(adapter, train, "sqrt", seed, size, variant)
+def authors_sigma(features) -> float:
+    """The authors' sigma: their SQRT over every training document, as ``fit`` would estimate it at the
+    start (the untrained adapter is the identity, so its embeddings are the frozen features)."""
+    return sigma.estimate("sqrt", features["train"], variant="authors")
 
 
 def train_run(task: dict) -> dict:
-    """Train and score one run (``task``: dataset, loss, recipe, seed, sigma, budget, cache...); its row."""
-    from ..reproduce import device_name
+    """Train and score one run (``task``: dataset, loss, recipe, seed, sigma, budget, cache...); its row.
 
-    torch.set_num_threads(task.get("threads") or torch.get_num_threads())
+    On one thread: the adapter's matrices are small, and a second thread only waits on the first.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(task)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(task: dict) -> dict:
+    from .run import device_name
+
     features = _features(task["dataset"], task["data_dir"], task["cache"])
     train, val, test = features.dataset
     texts = [text for split in features.dataset for text in split.texts]
@@ -138,19 +149,20 @@ def train_run(task: dict) -> dict:
     }
 
 
-_LOADED = {}  # a worker's features, by dataset: loaded once per process
+_LOADED = {}  # a process's features, by dataset and where they came from: read once per process
 
 
 def _features(dataset: str, data_dir, cache):
-    if dataset not in _LOADED:
-        _LOADED[dataset] = frozen_features(dataset, data_dir=data_dir, cache=cache, max_length=MAX_LENGTH)
-    return _LOADED[dataset]
+    key = (dataset, data_dir, str(cache))
+    if key not in _LOADED:
+        _LOADED[key] = frozen_features(dataset, data_dir=data_dir, cache=cache, max_length=MAX_LENGTH)
+    return _LOADED[key]
 
 
 def run_baselines(features, output: Path, lpa_reference: int) -> None:
     """Append the rows of the baselines of ``features``' dataset that ``output`` lacks."""
     from ..evaluate import classification_metrics
-    from ..reproduce import device_name
+    from .run import device_name
 
     name = features.dataset.name
     done = finished_keys(output, BASELINE_KEY)
@@ -172,47 +184,76 @@ def run_baselines(features, output: Path, lpa_reference: int) -> None:
         print(f"  {name} {method}: test accuracy {scores['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
 
 
-def run_grid(spec: dict, output: Path, baselines: Path, *, jobs: int = 1) -> None:
-    """Embed (or read) each dataset's features, run its baselines, then every unfinished run."""
-    done = finished_keys(output, RUN_KEY)
-    tasks = []
-    for dataset in spec["datasets"]:
-        features = _features(dataset, spec["data_dir"], spec["cache"])
-        origin = "read from the cache" if features.from_cache else "computed"
-        print(f"{dataset}: features {origin} (embedding took {features.seconds:.0f} s)", flush=True)
-        run_baselines(features, baselines, spec["lpa_reference"])
-        sigmas = {}
-        for method in spec["methods"]:
-            loss, recipe = parse_method(method)
-            for seed in spec["seeds"]:
-                if (dataset, loss, recipe, seed) in done:
-                    continue
-                variant_seed = (recipe, seed if recipe == "course" else 0)  # the authors' sigma uses every document
-                if loss.startswith("gloss") and variant_seed not in sigmas:
-                    sigmas[variant_seed] = course_sigma(features, seed, recipe)
-                tasks.append({"dataset": dataset, "loss": loss, "recipe": recipe, "seed": seed,
-                              "sigma": sigmas.get(variant_seed) if loss.startswith("gloss") else None,
-                              "budget": spec["budget"], "data_dir": spec["data_dir"], "cache": spec["cache"],
-                              "threads": 1 if jobs > 1 else None})
-    print(f"{len(tasks)} runs to go ({len(done)} already in {output.name})", flush=True)
-    started = time.perf_counter()
+def plan(spec: dict, done: set) -> list[dict]:
+    """The runs of ``spec`` not in ``done``, the authors' G-Loss last (their sigma is computed here first)."""
+    tasks = [{"dataset": dataset, "loss": loss, "recipe": recipe, "seed": seed, "sigma": None,
+              "budget": spec["budget"], "data_dir": spec["data_dir"], "cache": spec["cache"]}
+             for dataset in spec["datasets"] for loss, recipe in map(parse_method, spec["methods"])
+             for seed in spec["seeds"] if (dataset, loss, recipe, seed) not in done]
+    return sorted(tasks, key=_needs_authors_sigma)  # a stable sort: the grid's order otherwise
 
-    def record(index, row):
-        append_rows(output, COLUMNS, [row])
-        left = (time.perf_counter() - started) / index * (len(tasks) - index) / 60
-        print(f"[{index}/{len(tasks)}] {row['dataset']} {row['loss']}/{row['recipe']} seed {row['seed']}: test "
-              f"accuracy {row['test_accuracy']:.4f}, best epoch {row['best_epoch']}/{row['epochs_run']}, "
-              f"{row['seconds']:.0f} s; about {left:.0f} min left", flush=True)
+
+def _needs_authors_sigma(task: dict) -> bool:
+    return task["recipe"] == "authors" and task["loss"].startswith("gloss")
+
+
+def _with_sigmas(tasks: list[dict], features: dict):
+    """``tasks`` one by one, the authors' sigma of a dataset computed when its first run needs it.
+
+    The course's sigma (SQRT on 2000 training documents, seeded) is left to ``fit``, in the worker.
+    """
+    sigmas = {}
+    for task in tasks:
+        if _needs_authors_sigma(task):
+            if task["dataset"] not in sigmas:
+                sigmas[task["dataset"]] = authors_sigma(features[task["dataset"]])
+            task = dict(task, sigma=sigmas[task["dataset"]])
+        yield task
+
+
+def run_grid(spec: dict, output: Path, baselines: Path, *, jobs: int = 1) -> None:
+    """Embed (or read) each dataset's features, then run every unfinished run and baseline.
+
+    With ``jobs`` > 1 the runs go to worker processes at once, and the baselines are computed
+    here while the workers train; each run's row is appended as soon as it finishes.
+    """
+    done = finished_keys(output, RUN_KEY)
+    features = {}
+    for dataset in spec["datasets"]:
+        features[dataset] = _features(dataset, spec["data_dir"], spec["cache"])
+        origin = "read from the cache" if features[dataset].from_cache else "computed"
+        print(f"{dataset}: features {origin} (embedding took {features[dataset].seconds:.0f} s)", flush=True)
+    tasks = plan(spec, done)
+    print(f"{len(tasks)} runs to go ({len(done)} already in {output.name})", flush=True)
+    started, finished, lock = time.perf_counter(), [0], threading.Lock()
+
+    def record(row):
+        with lock:
+            append_rows(output, COLUMNS, [row])
+            finished[0] += 1
+            left = (time.perf_counter() - started) / finished[0] * (len(tasks) - finished[0]) / 60
+            print(f"[{finished[0]}/{len(tasks)}] {row['dataset']} {row['loss']}/{row['recipe']} seed {row['seed']}: "
+                  f"test accuracy {row['test_accuracy']:.4f}, best epoch {row['best_epoch']}/{row['epochs_run']}, "
+                  f"{row['seconds']:.0f} s; about {left:.0f} min left", flush=True)
+
+    def all_baselines():
+        for dataset in spec["datasets"]:
+            run_baselines(features[dataset], baselines, spec["lpa_reference"])
 
     if jobs <= 1:
-        for index, task in enumerate(tasks, start=1):
-            record(index, train_run(task))
+        all_baselines()
+        for task in _with_sigmas(tasks, features):
+            record(train_run(task))
         return
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = [pool.submit(train_run, task) for task in tasks]
-        for index, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            record(index, future.result())
+        futures = []
+        for task in _with_sigmas(tasks, features):
+            futures.append(pool.submit(train_run, task))
+            futures[-1].add_done_callback(lambda future: future.exception() or record(future.result()))
+        all_baselines()
+        for future in futures:
+            future.result()  # a worker's error, raised here
 
 
 def build_spec(args, parser) -> dict:

@@ -11,7 +11,7 @@ Taught in ``notebooks/07_reproducing_the_paper.ipynb``.
 - **Transductive LPA** (the course's ``gloss_lite.evaluate.lpa_predict``): one graph holds a
   class-stratified sample of the training documents (``reference_size``, labels visible) and
   every test document (hidden); the test labels are propagated, ``F_U = (I - T_UU)^-1 T_UL Y_L``.
-  Sigma comes from the reference embeddings by the course's rules (``gloss_lite.sigma``):
+  Sigma comes from the reference embeddings by the course's rules (``gloss_lite.sigma.estimate``):
   ``"sqrt"`` and ``"dicm"``. No training at all: the encoder's geometry alone.
 
 Each returns the test predictions; the caller scores them.
@@ -24,12 +24,10 @@ import torch
 
 from ..data import Split, stratified_sample
 from ..evaluate import lpa_predict
-from ..sigma import sigma_dicm, sigma_sqrt
+from .. import sigma
 
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 LPA_REFERENCE_SIZE = 4000
-_SIGMA_BY_RULE = {"sqrt": lambda embeddings, labels: sigma_sqrt(embeddings),
-               "dicm": lambda embeddings, labels: sigma_dicm(embeddings, labels)}
 
 
 def _fit_on_validation(train_x, train_y, val_x, val_y):
@@ -66,13 +64,11 @@ def linear_probe(features: dict, train: Split, val: Split) -> tuple[np.ndarray, 
 def transductive_lpa(features: dict, train: Split, rule: str, *, reference_size: int = LPA_REFERENCE_SIZE,
                      seed: int = 0) -> tuple[np.ndarray, dict]:
     """Test predictions of label propagation over one graph of the reference and all test documents."""
-    if rule not in _SIGMA_BY_RULE:
-        raise ValueError(f"rule must be one of {tuple(_SIGMA_BY_RULE)}, got {rule!r}")
     rows = stratified_sample(train.labels, reference_size, seed=seed)
     reference, labels = features["train"][rows], train.labels[rows]
-    sigma = _SIGMA_BY_RULE[rule](reference, labels)
-    predicted = lpa_predict(reference, labels, features["test"], len(train.class_names), sigma=sigma)
-    return predicted.numpy(), {"sigma": sigma, "reference": len(rows)}
+    width = sigma.estimate(rule, reference, labels)
+    predicted = lpa_predict(reference, labels, features["test"], len(train.class_names), sigma=width)
+    return predicted.numpy(), {"sigma": width, "reference": len(rows)}
 
 
 def baseline_predictions(features: dict, train: Split, val: Split, test: Split, *,
@@ -80,6 +76,6 @@ def baseline_predictions(features: dict, train: Split, val: Split, test: Split, 
     """Yield ``(method, predictions, settings)`` for every baseline, cheapest first."""
     yield ("linear probe", *linear_probe(features, train, val))
     yield ("tf-idf + logistic regression", *tfidf_logistic_regression(train, val, test))
-    for rule in _SIGMA_BY_RULE:
+    for rule in sigma.SIGMA_RULES:
         with torch.no_grad():
             yield (f"lpa ({rule})", *transductive_lpa(features, train, rule, reference_size=reference_size))

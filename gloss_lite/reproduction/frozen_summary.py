@@ -5,12 +5,12 @@ Taught in ``notebooks/07_reproducing_the_paper.ipynb``.
 For each method against CE of its recipe, over the seeds both finished (``d_s`` the test-accuracy
 difference of seed ``s``):
 
-- the **seed interval**: ``gloss_lite.reproduce.paired_interval`` of the ``d_s`` (training noise,
+- the **seed interval**: ``gloss_lite.reproduction.run.paired_interval`` of the ``d_s`` (training noise,
   one test sample);
 - the **test-document interval**: ``significance.bootstrap_interval`` of the seed-mean difference
   (test-set sampling noise, the seeds held fixed), and how many seeds' McNemar tests reject
   "equally accurate" at 5% in each direction;
-- the verdict: ``gloss_lite.reproduce.verdict`` of each interval; "supported" (or "not
+- the verdict: ``gloss_lite.reproduction.run.verdict`` of each interval; "supported" (or "not
   supported") only when both intervals say so, else "undecided at this sample size";
 - **convergence** as the paper claims it: per seed, the epochs (and training seconds) the method
   needs to first reach CE's best validation accuracy of that seed, minus CE's own; a method that
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..reproduce import epochs_to_reach, markdown_table, paired_interval, verdict
+from .run import epochs_to_reach, markdown_table, paired_interval, verdict
 from .owned_files import SUMMARY_TITLE
 from .significance import bootstrap_interval, discordant_counts, mcnemar_exact, seconds_to_reach, unpack_correct
 

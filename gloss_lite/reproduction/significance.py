@@ -2,7 +2,7 @@
 
 Taught in ``notebooks/07_reproducing_the_paper.ipynb``.
 
-The seed interval (``gloss_lite.reproduce.paired_interval``) measures how much a difference moves
+The seed interval (``gloss_lite.reproduction.run.paired_interval``) measures how much a difference moves
 from one training seed to the next, on *one* test sample. A second source of noise is the test
 sample itself: another draw of test documents from the same distribution would give other
 accuracies. Three measures of it, each from which test documents a run got right:
@@ -104,7 +104,7 @@ def seconds_to_reach(curve, seconds, target: float) -> tuple[float, bool]:
     ``seconds[t]`` is epoch ``t``'s time. A curve that never reaches the target gives all its
     seconds, a lower bound (censored), and ``False``.
     """
-    from ..results import first_epoch_reaching
+    from .results import first_epoch_reaching
 
     reached = first_epoch_reaching(list(curve), target)
     epochs = len(curve) if reached is None else reached

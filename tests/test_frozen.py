@@ -228,3 +228,35 @@ def test_a_file_the_command_did_not_write_is_never_overwritten(tmp_path, capsys)
         frozen.main(["--tiny", "--output", str(mine), "--cache", str(tmp_path / "cache")])
     assert "was not written by this command" in capsys.readouterr().err
     assert mine.read_text() == "my,own,table\n1,2,3\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiers of evidence
+
+
+def test_the_tiers_gather_every_file_present_beside_the_published_numbers(tmp_path):
+    import matplotlib
+
+    from gloss_lite.reproduction import tiers
+
+    matplotlib.use("Agg")
+    results = frozen_summary.REFERENCES.parent
+    for name in ("published_references.csv", "reproduction_cpu.csv"):
+        (tmp_path / name).write_text((results / name).read_text())
+    frozen_rows().to_csv(tmp_path / "frozen_features.csv", index=False)
+    pd.DataFrame([{"dataset": "mr", "method": "linear probe", "test_accuracy": 0.7, "test_accuracy_low": 0.6,
+                   "test_accuracy_high": 0.8}]).to_csv(tmp_path / "baselines_frozen.csv", index=False)
+    scores = tiers.tier_scores(tmp_path)
+    assert set(scores.tier) == {tiers.BASELINES, tiers.FROZEN, "fine-tuning, CPU, subsets", tiers.PUBLISHED}
+    frozen_ce = scores[(scores.tier == tiers.FROZEN) & (scores.method == "CE")].iloc[0]
+    assert frozen_ce.accuracy == pytest.approx(50.0) and frozen_ce.seeds == 3
+    gap, datasets = tiers.mean_gap(scores, (tiers.FROZEN, "CE"), (tiers.PUBLISHED, "BERT (fine-tuned)"))
+    assert (gap, datasets) == (pytest.approx(50.0 - 85.7), 1)
+    reading = tiers.tier_reading(tiers.tier_claims(tmp_path)).set_index("key")
+    frozen_row = reading.loc["frozen_gloss_ce_course"]
+    assert frozen_row.datasets == 1 and frozen_row.mean_difference == pytest.approx(0.21)
+    subsets = reading.loc["cpu_subsets_gloss_ce_course"]  # the committed file: MR and R8
+    assert subsets.datasets == 2 and subsets.supported + subsets.not_supported + subsets.undecided == 2
+    figure = tiers.plot_tiers(scores)
+    assert [ax.get_title() for ax in figure.axes] == tiers.DATASETS  # the published numbers cover all five
+    assert tiers.tier_scores(tmp_path / "nothing here").empty

@@ -11,7 +11,7 @@ training document of all five benchmarks, early stopping on validation, ten seed
 tells whether G-Loss's objective helps a model *shape the geometry of given features*; it cannot
 tell how G-Loss moves a transformer's own weights.
 
-A method is ``loss/recipe`` as in ``gloss_lite.reproduction.run``. ``course`` is ``TrainConfig()``
+A method is ``loss/recipe`` as in ``gloss_lite.reproduction.one_run``. ``course`` is ``TrainConfig()``
 (NLL target, stratified mask, one pass, sigma SQRT on 2000 training documents, lam 0.5,
 gamma 0.7, AdamW); ``authors`` is ``TrainConfig.authors()`` (their target divided by ``|U|``,
 uniform mask, balanced class weights, G-Loss on a second pass, lam 0.1, gamma 0.7, sigma by
@@ -25,14 +25,15 @@ recipe, seed by seed (``gloss_lite.reproduction.frozen_summary``).
 Outputs (each written only by this command, atomically; a run or baseline already in its file
 is skipped, so an interrupted command resumes):
 
-- ``--output`` (``results/frozen_features.csv``): one row per run (``COLUMNS``), with the
-  validation curve, the epochs' seconds and which test documents the run got right;
+- ``--output`` (default ``outputs/reproduction/frozen_features.csv`` under the working directory;
+  the committed ``results/frozen_features.csv`` only when named): one row per run (``COLUMNS``),
+  with the validation curve, the epochs' seconds and which test documents the run got right;
 - ``baselines_frozen.csv`` beside it: TF-IDF + logistic regression, a linear probe and
   transductive LPA (``gloss_lite.reproduction.frozen_baselines``), one row per dataset and method;
 - ``frozen_features_summary.md`` beside it.
 
-    python -m gloss_lite.reproduction.frozen --jobs 2      # all five datasets, 10 seeds (~35 min)
-    python -m gloss_lite.reproduction.frozen --tiny        # the course's reviews, 2 seeds (seconds)
+    python -m gloss_lite.reproduction.frozen --jobs 2 --output results/frozen_features.csv   # 5 datasets, 10 seeds
+    python -m gloss_lite.reproduction.frozen --tiny        # the course's reviews, 2 seeds: a smoke run
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ import torch
 from .. import sigma
 from ..data import SPLITS
 from ..training import TrainConfig, fit
+from . import one_run
 from .adapter import FeatureAdapter
 from .features import MAX_LENGTH, frozen_features
 from .frozen_baselines import LPA_REFERENCE_SIZE, baseline_predictions
+from .frozen_summary import SUMMARY_TITLE, summary_markdown
+from .presets import OUTPUT_FOLDER
 from .significance import pack_correct, wilson_interval
-from .owned_files import append_rows, check_owned, finished_keys, write_text
+from .store import append_rows, write_text
 
-ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ["mr", "r8", "r52", "ohsumed", "20ng"]
 METHODS = ["ce/course", "gloss/course", "gloss+ce/course", "scl+ce/course", "triplet+ce/course",
            "ce/authors", "gloss+ce/authors"]
@@ -81,11 +84,28 @@ BASELINE_COLUMNS = BASELINE_KEY + [
 ]
 
 
+def check_owned(path: Path, columns: list[str] | None = None) -> None:
+    """Raise ``ValueError`` when ``path`` exists and was not written by this command: a CSV whose
+    header is not ``columns``, or a Markdown file that does not start with ``SUMMARY_TITLE``."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
+    first = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0].strip()
+    owned = first.startswith(SUMMARY_TITLE) if path.suffix == ".md" else first.split(",") == columns
+    if not owned:
+        raise ValueError(f"{path} exists and was not written by this command (its first line is {first[:60]!r}); "
+                         "move it away or give another --output")
+
+
+def finished_keys(path: Path, key: list[str]) -> set[tuple]:
+    """The ``key`` values of the rows already in ``path`` (empty when there is no file)."""
+    return set(pd.read_csv(path)[key].itertuples(index=False, name=None)) if path.exists() else set()
+
+
 def parse_method(method: str) -> tuple[str, str]:
     """``"gloss+ce/authors"`` -> ``("gloss+ce", "authors")``, checked (a bare loss is the course's)."""
-    from .run import parse_method as parse
-
-    return parse(method)
+    return one_run.parse_method(method)
 
 
 def make_config(loss: str, recipe: str, seed: int, budget: dict, width: float | None) -> TrainConfig:
@@ -118,8 +138,6 @@ def train_run(task: dict) -> dict:
 
 
 def _train(task: dict) -> dict:
-    from .run import device_name
-
     features = _features(task["dataset"], task["data_dir"], task["cache"])
     train, val, test = features.dataset
     texts = [text for split in features.dataset for text in split.texts]
@@ -144,8 +162,8 @@ def _train(task: dict) -> dict:
         "lr": config.lr, "max_epochs": config.epochs, "patience": config.patience, "adapter_hidden": budget["hidden"],
         "train_size": len(train), "test_size": len(test), "correct_bits": pack_correct(correct),
         "feature_key": features.key[:16], "feature_seconds": round(features.seconds, 1),
-        "max_length": features.settings["max_length"], "device": device_name(torch.device("cpu")),
-        "torch": torch.__version__, "precision": "float32",
+        "max_length": features.settings["max_length"], "device": one_run.device_name(torch.device("cpu")),
+        "torch": str(torch.__version__), "precision": "float32",
     }
 
 
@@ -162,7 +180,6 @@ def _features(dataset: str, data_dir, cache):
 def run_baselines(features, output: Path, lpa_reference: int) -> None:
     """Append the rows of the baselines of ``features``' dataset that ``output`` lacks."""
     from ..evaluate import classification_metrics
-    from .run import device_name
 
     name = features.dataset.name
     done = finished_keys(output, BASELINE_KEY)
@@ -176,11 +193,12 @@ def run_baselines(features, output: Path, lpa_reference: int) -> None:
         correct = predicted == test.labels.numpy()
         low, high = wilson_interval(int(correct.sum()), len(correct))
         scores = classification_metrics(test.labels, torch.as_tensor(predicted))
-        append_rows(output, BASELINE_COLUMNS, [{
+        append_rows(output, [{
             "dataset": name, "method": method, "test_accuracy": scores["accuracy"], "test_accuracy_low": low,
             "test_accuracy_high": high, "test_macro_f1": scores["macro_f1"], "settings": json.dumps(settings),
             "seconds": round(seconds, 2), "correct_bits": pack_correct(correct), "test_size": len(correct),
-            "feature_key": features.key[:16], "device": device_name(torch.device("cpu")), "torch": torch.__version__}])
+            "feature_key": features.key[:16], "device": one_run.device_name(torch.device("cpu")),
+            "torch": str(torch.__version__)}], BASELINE_COLUMNS)
         print(f"  {name} {method}: test accuracy {scores['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
 
 
@@ -229,7 +247,7 @@ def run_grid(spec: dict, output: Path, baselines: Path, *, jobs: int = 1) -> Non
 
     def record(row):
         with lock:
-            append_rows(output, COLUMNS, [row])
+            append_rows(output, [row], COLUMNS)
             finished[0] += 1
             left = (time.perf_counter() - started) / finished[0] * (len(tasks) - finished[0]) / 60
             print(f"[{finished[0]}/{len(tasks)}] {row['dataset']} {row['loss']}/{row['recipe']} seed {row['seed']}: "
@@ -306,13 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help=f"most epochs of a run (default {BUDGET['epochs']})")
     parser.add_argument("--patience", type=int, help=f"epochs without a better validation macro-F1 (default {BUDGET['patience']})")
     parser.add_argument("--tiny", action="store_true", help="the course's reviews, 2 seeds, 3 epochs: a smoke run")
-    parser.add_argument("--output", type=Path, help="results CSV (default: results/frozen_features.csv)")
+    parser.add_argument("--output", type=Path, help=f"results CSV (default: {OUTPUT_FOLDER}/frozen_features.csv here; "
+                                                    "the committed files in results/ are written only when named)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in a worker process on one thread")
     parser.add_argument("--data-dir", help="folder with the datasets (default: GLOSS_LITE_DATA, then a download)")
     parser.add_argument("--cache", help="feature cache folder (default: GLOSS_LITE_CACHE, then ~/.cache/gloss-lite/features)")
     parser.add_argument("--summary-only", action="store_true", help="summarise the results files, train nothing")
     args = parser.parse_args(argv)
-    args.output = args.output or ROOT / "results" / "frozen_features.csv"
+    args.output = args.output or OUTPUT_FOLDER / "frozen_features.csv"
     if args.output.suffix != ".csv":
         parser.error(f"--output must be a .csv file, got {args.output}")
     spec = build_spec(args, parser)
@@ -321,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.output.exists():
         print(f"no results at {args.output}")
         return 1
-    from .frozen_summary import summary_markdown
-
     summary = summary_markdown(args.output, baselines_path(args.output))
     write_text(summary_path(args.output), summary)
     print(summary)

@@ -5,12 +5,12 @@ Taught in ``notebooks/07_reproducing_the_paper.ipynb``.
 For each method against CE of its recipe, over the seeds both finished (``d_s`` the test-accuracy
 difference of seed ``s``):
 
-- the **seed interval**: ``gloss_lite.reproduction.run.paired_interval`` of the ``d_s`` (training noise,
+- the **seed interval**: ``gloss_lite.reproduction.results.paired_interval`` of the ``d_s`` (training noise,
   one test sample);
 - the **test-document interval**: ``significance.bootstrap_interval`` of the seed-mean difference
   (test-set sampling noise, the seeds held fixed), and how many seeds' McNemar tests reject
   "equally accurate" at 5% in each direction;
-- the verdict: ``gloss_lite.reproduction.run.verdict`` of each interval; "supported" (or "not
+- the verdict: ``gloss_lite.reproduction.results.verdict`` of each interval; "supported" (or "not
   supported") only when both intervals say so, else "undecided at this sample size";
 - **convergence** as the paper claims it: per seed, the epochs (and training seconds) the method
   needs to first reach CE's best validation accuracy of that seed, minus CE's own; a method that
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .run import epochs_to_reach, markdown_table, paired_interval, verdict
-from .owned_files import SUMMARY_TITLE
+from .results import epochs_to_reach, markdown_table, paired_interval, verdict
 from .significance import bootstrap_interval, discordant_counts, mcnemar_exact, seconds_to_reach, unpack_correct
 
+SUMMARY_TITLE = "# Frozen features:"
 REFERENCES = Path(__file__).resolve().parents[2] / "results" / "published_references.csv"
 SETTING = ("Not the paper's setting: the encoder (all-MiniLM-L6-v2) is frozen and only a small adapter and a "
            "linear head train. These numbers say whether each loss helps a model reshape given features; they "
@@ -62,20 +62,21 @@ def compare(method: pd.DataFrame, reference: pd.DataFrame) -> dict:
     method, reference = method.set_index("seed").sort_index(), reference.set_index("seed").sort_index()
     seeds = method.index.intersection(reference.index)
     method, reference = method.loc[seeds], reference.loc[seeds]
-    mean, low, high = paired_interval(method.test_accuracy - reference.test_accuracy)
+    mean, low, high = paired_interval(method.test_accuracy, reference.test_accuracy)
     _, doc_low, doc_high = bootstrap_interval(np.stack(method.correct), np.stack(reference.correct))
     counts = [discordant_counts(m, r) for m, r in zip(method.correct, reference.correct)]
     p_values = [mcnemar_exact(b, c) for b, c in counts]
     seed_says, document_says = verdict(low, high, "higher"), verdict(doc_low, doc_high, "higher")
-    epochs, seconds, censored = [], [], 0
+    reach, ce_reach, seconds, censored = [], [], [], 0
     for seed in seeds:
         target = max(reference.curve[seed])
-        epochs.append(epochs_to_reach(method.curve[seed], target) - epochs_to_reach(reference.curve[seed], target))
+        reach.append(epochs_to_reach(method.curve[seed], target))
+        ce_reach.append(epochs_to_reach(reference.curve[seed], target))
         taken, reached = seconds_to_reach(method.curve[seed], method.epoch_times[seed], target)
         own, _ = seconds_to_reach(reference.curve[seed], reference.epoch_times[seed], target)
         seconds.append((taken, own))
         censored += not reached
-    epoch_mean, epoch_low, epoch_high = paired_interval(epochs)
+    epoch_mean, epoch_low, epoch_high = paired_interval(reach, ce_reach)
     return {
         "seeds": len(seeds), "accuracy - CE": mean, "seed 95% CI": (low, high), "test-document 95% CI": (doc_low, doc_high),
         "McNemar p<0.05 for / against": (sum(p < 0.05 and b > c for p, (b, c) in zip(p_values, counts)),

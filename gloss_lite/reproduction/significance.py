@@ -2,7 +2,7 @@
 
 Taught in ``notebooks/07_reproducing_the_paper.ipynb``.
 
-The seed interval (``gloss_lite.reproduction.run.paired_interval``) measures how much a difference moves
+The seed interval (``gloss_lite.reproduction.results.paired_interval``) measures how much a difference moves
 from one training seed to the next, on *one* test sample. A second source of noise is the test
 sample itself: another draw of test documents from the same distribution would give other
 accuracies. Three measures of it, each from which test documents a run got right:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import frozen_summary, run
+from . import frozen_summary, results
 
 DATASETS = ["mr", "r8", "r52", "ohsumed", "20ng"]
 BASELINES = "baselines, no trained encoder"
@@ -52,10 +52,11 @@ def _seed_rows(tier: str, last: pd.DataFrame) -> pd.DataFrame:
                          "seeds": table["count"]})
 
 
-def tier_scores(folder: str | Path) -> pd.DataFrame:
+def tier_scores(folder: str | Path | None = None) -> pd.DataFrame:
     """One row per tier, dataset and method: test accuracy (%) with its range (seeds' min and max,
-    Wilson's 95% interval for a single-run baseline, none for a published number)."""
-    folder = Path(folder)
+    Wilson's 95% interval for a single-run baseline, none for a published number). ``folder``:
+    the committed results (``results.results_folder()``) by default."""
+    folder = Path(folder) if folder is not None else results.results_folder()
     parts = []
     if (folder / "baselines_frozen.csv").exists():
         base = pd.read_csv(folder / "baselines_frozen.csv")
@@ -66,9 +67,7 @@ def tier_scores(folder: str | Path) -> pd.DataFrame:
         parts.append(_seed_rows(FROZEN, frozen_summary.read_frozen(folder / "frozen_features.csv")))
     for name, tier in FINE_TUNING.items():
         if (folder / name).exists():
-            runs = run.read_runs(folder / name)
-            parts.append(_seed_rows(tier, runs.dropna(subset=["test_accuracy"]).groupby(run.RUN_KEY).last()
-                                    .reset_index()))
+            parts.append(_seed_rows(tier, results.finished_runs(results.read_results(folder / name))))
     if (folder / "published_references.csv").exists():
         published = pd.read_csv(folder / "published_references.csv").melt(
             id_vars="model", value_vars=DATASETS, var_name="dataset", value_name="accuracy")
@@ -78,9 +77,9 @@ def tier_scores(folder: str | Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
-def tier_claims(folder: str | Path) -> pd.DataFrame:
+def tier_claims(folder: str | Path | None = None) -> pd.DataFrame:
     """Each G-Loss method against CE of its recipe, per tier and dataset: difference, intervals, verdict."""
-    folder = Path(folder)
+    folder = Path(folder) if folder is not None else results.results_folder()
     parts = []
     if (folder / "frozen_features.csv").exists():
         claims = frozen_summary.claims(frozen_summary.read_frozen(folder / "frozen_features.csv"))
@@ -93,7 +92,7 @@ def tier_claims(folder: str | Path) -> pd.DataFrame:
             "faster convergence": claims["faster convergence"]}))
     for name, tier in FINE_TUNING.items():
         if (folder / name).exists():
-            _, claims = run.summarise(run.read_runs(folder / name))
+            _, claims = results.summarise(results.read_results(folder / name))
             if len(claims):
                 parts.append(pd.DataFrame({
                     "tier": tier, "dataset": claims["dataset"], "method": claims["loss"] + "/" + claims["recipe"],

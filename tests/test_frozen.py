@@ -13,9 +13,15 @@ from gloss_lite.data import Dataset, Split
 from gloss_lite.reproduction import features as features_module
 from gloss_lite.reproduction import frozen, frozen_summary
 from gloss_lite.reproduction.features import frozen_features
-from gloss_lite.reproduction.significance import (bootstrap_interval, discordant_counts, mcnemar_exact,
-                                                  pack_correct, seconds_to_reach, unpack_correct,
-                                                  wilson_interval)
+from gloss_lite.reproduction.significance import (
+    bootstrap_interval,
+    discordant_counts,
+    mcnemar_exact,
+    pack_correct,
+    seconds_to_reach,
+    unpack_correct,
+    wilson_interval,
+)
 
 # ---------------------------------------------------------------------------------------------
 # The feature cache

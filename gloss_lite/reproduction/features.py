@@ -48,7 +48,9 @@ def cache_folder(folder: str | Path | None = None) -> Path:
     if folder is not None:
         return Path(folder).expanduser()
     from_environment = os.environ.get("GLOSS_LITE_CACHE", "").strip()
-    return Path(from_environment).expanduser() if from_environment else Path.home() / ".cache" / "gloss-lite" / "features"
+    if from_environment:
+        return Path(from_environment).expanduser()
+    return Path.home() / ".cache" / "gloss-lite" / "features"
 
 
 def model_fingerprint(model: str | Path | None = None, revision: str | None = None) -> str:

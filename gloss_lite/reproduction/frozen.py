@@ -57,7 +57,7 @@ from ..training import TrainConfig, fit
 from . import one_run
 from .adapter import FeatureAdapter
 from .features import MAX_LENGTH, frozen_features
-from .frozen_baselines import LPA_REFERENCE_SIZE, baseline_predictions
+from .frozen_baselines import LPA_REFERENCE_SIZE, baseline_methods
 from .frozen_summary import SUMMARY_TITLE, summary_markdown
 from .presets import OUTPUT_FOLDER
 from .significance import pack_correct, wilson_interval
@@ -101,11 +101,6 @@ def check_owned(path: Path, columns: list[str] | None = None) -> None:
 def finished_keys(path: Path, key: list[str]) -> set[tuple]:
     """The ``key`` values of the rows already in ``path`` (empty when there is no file)."""
     return set(pd.read_csv(path)[key].itertuples(index=False, name=None)) if path.exists() else set()
-
-
-def parse_method(method: str) -> tuple[str, str]:
-    """``"gloss+ce/authors"`` -> ``("gloss+ce", "authors")``, checked (a bare loss is the course's)."""
-    return one_run.parse_method(method)
 
 
 def make_config(loss: str, recipe: str, seed: int, budget: dict, width: float | None) -> TrainConfig:
@@ -184,12 +179,14 @@ def run_baselines(features, output: Path, lpa_reference: int) -> None:
     name = features.dataset.name
     done = finished_keys(output, BASELINE_KEY)
     train, val, test = features.dataset
-    started = time.perf_counter()
-    for method, predicted, settings in baseline_predictions(features.features, train, val, test,
-                                                            reference_size=lpa_reference):
-        seconds, started = time.perf_counter() - started, time.perf_counter()
+    methods = baseline_methods(features.features, train, val, test, reference_size=lpa_reference)
+    for method, compute in methods.items():
         if (name, method) in done:
             continue
+        started = time.perf_counter()
+        with torch.no_grad():
+            predicted, settings = compute()
+        seconds = time.perf_counter() - started
         correct = predicted == test.labels.numpy()
         low, high = wilson_interval(int(correct.sum()), len(correct))
         scores = classification_metrics(test.labels, torch.as_tensor(predicted))
@@ -206,7 +203,7 @@ def plan(spec: dict, done: set) -> list[dict]:
     """The runs of ``spec`` not in ``done``, the authors' G-Loss last (their sigma is computed here first)."""
     tasks = [{"dataset": dataset, "loss": loss, "recipe": recipe, "seed": seed, "sigma": None,
               "budget": spec["budget"], "data_dir": spec["data_dir"], "cache": spec["cache"]}
-             for dataset in spec["datasets"] for loss, recipe in map(parse_method, spec["methods"])
+             for dataset in spec["datasets"] for loss, recipe in map(one_run.parse_method, spec["methods"])
              for seed in spec["seeds"] if (dataset, loss, recipe, seed) not in done]
     return sorted(tasks, key=_needs_authors_sigma)  # a stable sort: the grid's order otherwise
 
@@ -294,10 +291,10 @@ def build_spec(args, parser) -> dict:
         parser.error(f"--seeds must be distinct integers >= 0, got {spec['seeds']}")
     for method in spec["methods"]:
         try:
-            parse_method(method)
+            one_run.parse_method(method)
         except ValueError as error:
             parser.error(str(error))
-    if not any(parse_method(m)[0] == "ce" for m in spec["methods"]):
+    if not any(one_run.parse_method(m)[0] == "ce" for m in spec["methods"]):
         parser.error("--methods needs a CE method (ce/course or ce/authors): every method is compared with CE")
     for path, columns in ((args.output, COLUMNS), (baselines_path(args.output), BASELINE_COLUMNS),
                           (summary_path(args.output), None)):
@@ -309,7 +306,9 @@ def build_spec(args, parser) -> dict:
 
 
 def baselines_path(output: Path) -> Path:
-    return output.with_name("baselines_frozen.csv" if output.stem == "frozen_features" else output.stem + "_baselines.csv")
+    """``baselines_frozen.csv`` beside the default results name, else ``<stem>_baselines.csv``."""
+    name = "baselines_frozen.csv" if output.stem == "frozen_features" else output.stem + "_baselines.csv"
+    return output.with_name(name)
 
 
 def summary_path(output: Path) -> Path:
@@ -322,13 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 to 9)")
     parser.add_argument("--methods", nargs="+", help="loss/recipe methods (default: the seven of METHODS)")
     parser.add_argument("--epochs", type=int, help=f"most epochs of a run (default {BUDGET['epochs']})")
-    parser.add_argument("--patience", type=int, help=f"epochs without a better validation macro-F1 (default {BUDGET['patience']})")
+    parser.add_argument("--patience", type=int,
+                        help=f"epochs without a better validation macro-F1 (default {BUDGET['patience']})")
     parser.add_argument("--tiny", action="store_true", help="the course's reviews, 2 seeds, 3 epochs: a smoke run")
     parser.add_argument("--output", type=Path, help=f"results CSV (default: {OUTPUT_FOLDER}/frozen_features.csv here; "
                                                     "the committed files in results/ are written only when named)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in a worker process on one thread")
     parser.add_argument("--data-dir", help="folder with the datasets (default: GLOSS_LITE_DATA, then a download)")
-    parser.add_argument("--cache", help="feature cache folder (default: GLOSS_LITE_CACHE, then ~/.cache/gloss-lite/features)")
+    parser.add_argument("--cache",
+                        help="feature cache folder (default: GLOSS_LITE_CACHE, then ~/.cache/gloss-lite/features)")
     parser.add_argument("--summary-only", action="store_true", help="summarise the results files, train nothing")
     args = parser.parse_args(argv)
     args.output = args.output or OUTPUT_FOLDER / "frozen_features.csv"

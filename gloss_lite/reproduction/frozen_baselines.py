@@ -19,12 +19,13 @@ Each returns the test predictions; the caller scores them.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from functools import partial
 
+import numpy as np
+
+from .. import sigma
 from ..data import Split, stratified_sample
 from ..evaluate import lpa_predict
-from .. import sigma
 
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 LPA_REFERENCE_SIZE = 4000
@@ -71,11 +72,11 @@ def transductive_lpa(features: dict, train: Split, rule: str, *, reference_size:
     return predicted.numpy(), {"sigma": width, "reference": len(rows)}
 
 
-def baseline_predictions(features: dict, train: Split, val: Split, test: Split, *,
-                         reference_size: int = LPA_REFERENCE_SIZE):
-    """Yield ``(method, predictions, settings)`` for every baseline, cheapest first."""
-    yield ("linear probe", *linear_probe(features, train, val))
-    yield ("tf-idf + logistic regression", *tfidf_logistic_regression(train, val, test))
+def baseline_methods(features: dict, train: Split, val: Split, test: Split, *,
+                     reference_size: int = LPA_REFERENCE_SIZE) -> dict:
+    """``{method: compute}``, cheapest first: ``compute()`` returns the test predictions and the settings."""
+    methods = {"linear probe": partial(linear_probe, features, train, val),
+               "tf-idf + logistic regression": partial(tfidf_logistic_regression, train, val, test)}
     for rule in sigma.SIGMA_RULES:
-        with torch.no_grad():
-            yield (f"lpa ({rule})", *transductive_lpa(features, train, rule, reference_size=reference_size))
+        methods[f"lpa ({rule})"] = partial(transductive_lpa, features, train, rule, reference_size=reference_size)
+    return methods

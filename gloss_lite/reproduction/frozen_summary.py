@@ -78,7 +78,8 @@ def compare(method: pd.DataFrame, reference: pd.DataFrame) -> dict:
         censored += not reached
     epoch_mean, epoch_low, epoch_high = paired_interval(reach, ce_reach)
     return {
-        "seeds": len(seeds), "accuracy - CE": mean, "seed 95% CI": (low, high), "test-document 95% CI": (doc_low, doc_high),
+        "seeds": len(seeds), "accuracy - CE": mean, "seed 95% CI": (low, high),
+        "test-document 95% CI": (doc_low, doc_high),
         "McNemar p<0.05 for / against": (sum(p < 0.05 and b > c for p, (b, c) in zip(p_values, counts)),
                                          sum(p < 0.05 and b < c for p, (b, c) in zip(p_values, counts))),
         "median McNemar p": float(np.median(p_values)),

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 
 import torch
 
+__all__ = ["SavedTensorMeter"]
+
 
 class _Saved:
     """One saved tensor: its bytes count while this wrapper is alive."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from matplotlib.patches import FancyBboxPatch
 
+__all__ = ["draw_cached_backward", "draw_gather"]
+
 FORWARD = "black"
 BACKWARD = "#d62728"
 CACHE_FILL = "#c6dbef"

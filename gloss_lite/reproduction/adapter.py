@@ -20,9 +20,12 @@ adapter has ``2 d^2 + 4 d`` (about 0.3 M at ``d = 384``).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
+
+__all__ = ["ResidualAdapter", "FeatureAdapter"]
 
 
 class ResidualAdapter(torch.nn.Module):
@@ -87,6 +90,10 @@ class FeatureAdapter(torch.nn.Module):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         return self.model(self.lookup(texts))
+
+    def pretokenized(self, texts: Sequence[str]):
+        """The encoder's per-run tokenisation (``Encoder.pretokenized``): nothing to do, the features are a table."""
+        return nullcontext()
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], *, batch_size: int = 4096, progress: bool = False) -> torch.Tensor:

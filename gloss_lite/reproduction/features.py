@@ -9,7 +9,7 @@ Taught in ``notebooks/07_reproducing_the_paper.ipynb`` (the frozen-encoder tier)
 
     key = SHA-256(data, model, pooling, max_length)
 
-where *data* is the ``gloss_lite.data.content_fingerprint`` of each split (every text and label),
+where *data* is the ``gloss_lite.benchmark_files.content_fingerprint`` of each split (every text and label),
 *model* the SHA-256 of the model folder's weight, configuration and tokenizer files (or the model's
 name and revision for a Hub model), and *pooling* and *max_length* the encoder's settings. A change
 to any of them gives another key, so stale features are never read: they are recomputed. A file is
@@ -35,8 +35,20 @@ from pathlib import Path
 
 import torch
 
-from ..data import SPLITS, Dataset, content_fingerprint, load_dataset
+from ..benchmark_files import SPLITS, content_fingerprint
+from ..data import Dataset, load_dataset
 from ..encoders import DEFAULT_MODEL_NAME, POOLINGS, TOKENIZER_FILES, WEIGHT_FILES, default_model_path, load_encoder
+
+__all__ = [
+    "cache_folder",
+    "model_fingerprint",
+    "data_fingerprint",
+    "feature_key",
+    "FrozenFeatures",
+    "check_settings",
+    "frozen_features",
+    "main",
+]
 
 FORMAT = 1  # bump when the stored layout changes: every older file then misses its key
 MAX_LENGTH = 128

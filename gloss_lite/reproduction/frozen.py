@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 
 from .. import sigma
-from ..data import SPLITS
+from ..benchmark_files import SPLITS
 from ..training import TrainConfig, fit
 from . import one_run
 from .adapter import FeatureAdapter
@@ -62,6 +62,21 @@ from .frozen_summary import SUMMARY_TITLE, summary_markdown
 from .presets import OUTPUT_FOLDER
 from .significance import pack_correct, wilson_interval
 from .store import append_rows, write_text
+
+__all__ = [
+    "check_owned",
+    "finished_keys",
+    "make_config",
+    "authors_sigma",
+    "train_run",
+    "run_baselines",
+    "plan",
+    "run_grid",
+    "build_spec",
+    "baselines_path",
+    "summary_path",
+    "main",
+]
 
 DATASETS = ["mr", "r8", "r52", "ohsumed", "20ng"]
 METHODS = ["ce/course", "gloss/course", "gloss+ce/course", "scl+ce/course", "triplet+ce/course",
@@ -109,7 +124,7 @@ def make_config(loss: str, recipe: str, seed: int, budget: dict, width: float | 
     rates = {"lr": budget["lr"], "head_lr": None if base.head_lr is None else budget["lr"]}
     return dataclasses.replace(
         base, seed=seed, epochs=budget["epochs"], patience=budget["patience"], batch_size=budget["batch_size"],
-        restore_best=True, lpa_eval=False, progress=False, device="cpu", pooling="mean", amp=False,
+        restore_best=True, lpa_eval=False, progress=False, device="cpu", pooling="mean", amp="fp32",
         sigma=base.sigma if width is None else width, **rates)
 
 

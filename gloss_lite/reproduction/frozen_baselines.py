@@ -27,6 +27,8 @@ from .. import sigma
 from ..data import Split, stratified_sample
 from ..evaluate import lpa_predict
 
+__all__ = ["tfidf_logistic_regression", "linear_probe", "transductive_lpa", "baseline_methods"]
+
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 LPA_REFERENCE_SIZE = 4000
 

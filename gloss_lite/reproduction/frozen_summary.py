@@ -27,6 +27,17 @@ import pandas as pd
 from .results import epochs_to_reach, markdown_table, paired_interval, verdict
 from .significance import bootstrap_interval, discordant_counts, mcnemar_exact, seconds_to_reach, unpack_correct
 
+__all__ = [
+    "read_frozen",
+    "combined_verdict",
+    "method_scores",
+    "compare",
+    "claims",
+    "claims_table",
+    "context_table",
+    "summary_markdown",
+]
+
 SUMMARY_TITLE = "# Frozen features:"
 REFERENCES = Path(__file__).resolve().parents[2] / "results" / "published_references.csv"
 SETTING = ("Not the paper's setting: the encoder (all-MiniLM-L6-v2) is frozen and only a small adapter and a "

@@ -32,6 +32,16 @@ import math
 
 import numpy as np
 
+__all__ = [
+    "pack_correct",
+    "unpack_correct",
+    "discordant_counts",
+    "mcnemar_exact",
+    "bootstrap_interval",
+    "wilson_interval",
+    "seconds_to_reach",
+]
+
 
 def pack_correct(correct) -> str:
     """A 0/1 (or bool) vector as base64 text of its packed bits."""

@@ -28,6 +28,8 @@ import pandas as pd
 
 from . import frozen_summary, results
 
+__all__ = ["tier_scores", "tier_claims", "tier_reading", "mean_gap", "plot_tiers"]
+
 DATASETS = ["mr", "r8", "r52", "ohsumed", "20ng"]
 BASELINES = "baselines, no trained encoder"
 FROZEN = "frozen encoder + adapter, full data"

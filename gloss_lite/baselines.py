@@ -21,8 +21,12 @@ class SupConLoss(torch.nn.Module):
     similarity and ``tau`` the temperature,
     ``l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / tau) / sum_{a != i} exp(s_ia / tau) )``.
 
-    - ``base_temperature=None`` (the course's form, pytorch-metric-learning's): the mean of
-      ``l_i`` over the anchors that have a positive.
+    - ``base_temperature=None`` (the course's form, pytorch-metric-learning's): ``l_i`` is 0
+      for an anchor without a positive, and the loss is the mean of ``l_i`` over the anchors
+      with ``l_i > 0`` (its ``AvgNonZeroReducer``); 0 if the batch has no positive or no
+      negative pair. An anchor with ``k >= 2`` positives pays at least ``log k``, so this is the
+      mean over the anchors that have a positive except where an anchor's only positive takes
+      its whole softmax, to float precision: that anchor is left out of the mean.
     - ``base_temperature=b`` (the authors' form, from the SupCon reference code they use):
       ``(tau / b) * l_i``, averaged over **all** anchors, an anchor without a positive counting
       as 0. The authors keep ``b = 0.07``, so a temperature of 0.1 scales the loss by 1.43.

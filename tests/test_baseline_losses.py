@@ -42,6 +42,35 @@ def test_supcon_by_hand():
     assert float(SupConLoss(tau)(e, y)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_supcon_averages_over_anchors_with_a_nonzero_loss_not_over_anchors_with_a_positive():
+    # Anchors 0 and 1 are one point with one positive (each other) whose softmax term is 1 in
+    # float32 (every other logit is 20 or 40 lower): their loss is exactly 0, and the
+    # reduction drops them. Anchors 2 and 3 have a positive and a loss above 0.
+    e = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.3, 0.954],
+                      [-1.0, 0.0, 0.0]])
+    y = torch.tensor([0, 0, 1, 1, 2])
+    tau = 0.05
+    unit = torch.nn.functional.normalize(e.double(), dim=1)
+    per_anchor = [None if m is None else -m
+                  for m in mean_log_prob_of_positives(unit, y, tau)]
+    assert per_anchor[0] < 1e-7 and per_anchor[1] < 1e-7 and per_anchor[4] is None
+    loss = float(SupConLoss(tau)(e, y))
+    with_a_positive = sum(per_anchor[:4]) / 4  # the mean over the anchors that have a positive
+    assert loss == pytest.approx(mean_of_positive(per_anchor[2:4]), rel=1e-4)
+    assert loss == pytest.approx(2 * with_a_positive, rel=1e-4)
+
+
+def test_an_anchor_with_k_positives_pays_at_least_log_k():
+    g = torch.Generator().manual_seed(1)
+    e = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0] * 5 + [1] * 4 + [2] * 3)
+    unit = torch.nn.functional.normalize(e, dim=1)
+    for tau in (0.05, 0.1, 1.0):
+        per_anchor = [-m for m in mean_log_prob_of_positives(unit, y, tau)]
+        positives = torch.bincount(y)[y] - 1
+        assert all(loss >= math.log(k) - 1e-12 for loss, k in zip(per_anchor, positives.tolist()))
+
+
 def test_batch_all_triplet_by_hand():
     e, y, u = batch()
     d = torch.cdist(u, u).tolist()

@@ -227,7 +227,7 @@ def loss_curve(ax, step_losses, eval_steps, eval_losses, reference, reference_la
 
 
 def score_curves(p, curves: dict, floors: dict):
-    """Loss and |slope| of one hidden node against its true-class probability ``p``.
+    """Loss and ``|slope|`` of one hidden node against its true-class probability ``p``.
 
     ``curves[(form, C)] = (loss, slope)``; ``floors[C]``: a dotted level (the authors' floor).
     """

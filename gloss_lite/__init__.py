@@ -21,7 +21,7 @@ Imported by name (heavier, or not the method itself):
   ``collectives`` (gathers across processes; a leaf), ``memory`` (activation memory saved for
   backward), ``trends`` (a slope and its interval decide a trend), ``scale_diagrams`` (the
   cached step and the gather, drawn), ``training_plots`` (figures of training runs, notebooks 05
-  and 06);
+  and 06), ``files`` (every file the tools write, written atomically);
 - layer 1: ``data`` (the course's reviews, MR, R8, R52, Ohsumed, 20NG), ``encoders`` (texts to
   embeddings), ``evaluate`` (head and LPA scores), ``explorer`` (one minibatch graph, sliders);
 - layer 2: ``training`` (``TrainConfig``, ``fit``, ``tune``; the only place that holds a model,

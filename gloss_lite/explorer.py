@@ -26,12 +26,15 @@ For a minibatch with embeddings ``E`` (rows L2-normalised first, ``U``), labels 
 
 ``sweep`` tabulates these numbers over a grid, ``draw_view`` draws one view (the heatmap of ``W``
 or ``T`` beside the numbers), ``draw_sweep`` the grid, and ``explorer_widget`` puts ``draw_view``
-under two sliders.
+under two sliders. Where no one can move the sliders (``NO_WIDGETS_ENV`` set, as the course's
+notebook runner sets it) it draws the starting view once instead: creating widgets under
+papermill can stall its kernel client.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +55,9 @@ __all__ = [
     "explore",
     "explorer_widget",
     "MATRICES",
+    "NO_WIDGETS_ENV",
     "NUMBERS",
+    "StaticExplorer",
     "sweep",
     "WIDGET_TEXT",
 ]
@@ -226,6 +231,17 @@ def draw_sweep(table, *, reference_sigma: float | None = None, reference_label: 
 
 
 WIDGET_TEXT = "Sliders for sigma and gamma: open this notebook in Jupyter to move them."
+NO_WIDGETS_ENV = "GLOSS_LITE_NO_WIDGETS"  # "1": draw the starting view, create no widget
+
+
+@dataclass
+class StaticExplorer:
+    """What ``explorer_widget`` returns where no widget is made: the view drawn, and one sentence."""
+
+    view: BatchView
+
+    def __repr__(self) -> str:
+        return WIDGET_TEXT
 
 
 def _ExplorerBox(widgets):
@@ -258,9 +274,11 @@ def explorer_widget(
     """Two sliders (sigma, log scale; gamma) over ``draw_view`` of the minibatch; redrawn on release.
 
     Returns an ``ipywidgets.VBox`` whose attribute ``view`` holds the ``BatchView`` last drawn. Where
-    the notebook cannot show widgets (papermill, a static web page) its text is ``WIDGET_TEXT``, one
-    sentence, instead of the widget's repr. Without ipywidgets it prints a one-line note and returns
-    None.
+    the notebook cannot show widgets (a static web page) its text is ``WIDGET_TEXT``, one sentence,
+    instead of the widget's repr. With the environment variable ``NO_WIDGETS_ENV`` set to ``"1"``
+    (the course's notebook runner sets it) it draws the starting view and returns a
+    ``StaticExplorer``, whose text is that sentence. Without ipywidgets it prints a one-line note
+    and returns None.
     """
     low, high = sigma_range
     if not 0 < low < sigma < high:
@@ -269,6 +287,13 @@ def explorer_widget(
         raise ValueError(f"gamma_range must lie in (0, 1) around gamma = {gamma}, got {gamma_range}")
     if matrix not in MATRICES:
         raise ValueError(f"matrix must be one of {MATRICES}, got {matrix!r}")
+    if os.environ.get(NO_WIDGETS_ENV) == "1":
+        import matplotlib.pyplot as plt
+
+        view = explore(embeddings, labels, len(class_names), sigma=sigma, gamma=gamma, scheme=scheme, seed=seed)
+        draw_view(view, labels, class_names, matrix=matrix)
+        plt.show()
+        return StaticExplorer(view)
     try:
         import ipywidgets as widgets
     except ImportError:

@@ -7,7 +7,7 @@ the theme's assets come with the pip packages and MathJax 3 with ``sphinx-mathja
 """
 
 from gloss_lite import __version__
-from gloss_lite.course.classroom import repository_url
+from gloss_lite.course.colab import repository_url
 
 project = "G-Loss, step by step"
 author = "the G-Loss course"

@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Kernels started by the tests (nbclient, papermill) make no widgets: they can stall the client.
+os.environ.setdefault("GLOSS_LITE_NO_WIDGETS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 # The course runs offline by default; a Hub lookup in a test would only wait for time-outs.

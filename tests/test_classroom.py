@@ -13,8 +13,9 @@ import pytest
 import tomllib
 
 import gloss_lite
-from gloss_lite.course import classroom
+from gloss_lite.course import classroom, colab
 from gloss_lite.course.exercises import EXERCISES
+from gloss_lite.course.notebooks import write_notebook
 from gloss_lite.course.run import INLINE_BACKEND, NOTEBOOK_DIR, course_metadata, notebook_paths
 
 NOTEBOOKS = notebook_paths()
@@ -168,9 +169,9 @@ def test_a_student_copy_differs_only_in_solutions_badge_and_model_answers(path):
             assert classroom.exercise_role(theirs)[1] == "solution"
             assert theirs["metadata"]["gloss_lite"]["frame"] == classroom.frame_digest(copy)
             compile(copy, path.name, "exec")
-        elif classroom.BADGE_PATTERN.search(source):
-            assert not classroom.BADGE_PATTERN.search(copy) and copy.splitlines()[0] == source.splitlines()[0]
-            assert copy == source.replace(classroom.BADGE_PATTERN.search(source).group(0) + "\n\n", "")
+        elif colab.BADGE_PATTERN.search(source):
+            assert not colab.BADGE_PATTERN.search(copy) and copy.splitlines()[0] == source.splitlines()[0]
+            assert copy == source.replace(colab.BADGE_PATTERN.search(source).group(0) + "\n\n", "")
         else:
             assert copy == source
     assert changed >= 3
@@ -179,7 +180,7 @@ def test_a_student_copy_differs_only_in_solutions_badge_and_model_answers(path):
 def execute_allowing_errors(notebook: dict, parameters: dict, folder) -> nbformat.NotebookNode:
     """Run every cell, even after an error (as a student would, cell after cell)."""
     source, prepared = folder / "student.ipynb", folder / "prepared.ipynb"
-    classroom.write_notebook(notebook, source)
+    write_notebook(notebook, source)
     papermill.execute_notebook(str(source), str(prepared), parameters=parameters, prepare_only=True,
                                kernel_name="python3", progress_bar=False)
     os.environ["MPLBACKEND"] = INLINE_BACKEND
@@ -213,8 +214,8 @@ def test_a_student_copy_runs_and_fails_exactly_at_its_exercises(path, tmp_path):
 # -- Colab -----------------------------------------------------------------------------------
 
 def test_the_repository_course_is_in_step_with_its_readme():
-    assert classroom.colab_problems() == []
-    url = classroom.repository_url()
+    assert colab.colab_problems() == []
+    url = colab.repository_url()
     for path in NOTEBOOKS:
         notebook = classroom.read_notebook(path)
         setup = classroom.cell_source(notebook["cells"][0])
@@ -224,18 +225,18 @@ def test_the_repository_course_is_in_step_with_its_readme():
         assert f'    SOURCE = "gloss-lite{extras} @ git+{url}@" + TAG' in setup.splitlines(), setup
         assert "clone" not in setup and "chdir" not in setup and "notebooks" not in setup, \
             "the set-up cell must not bring the instructor notebooks along"
-        assert classroom.colab_url(url, f"notebooks/{path.name}") in classroom.cell_source(notebook["cells"][1])
+        assert colab.colab_url(url, f"notebooks/{path.name}") in classroom.cell_source(notebook["cells"][1])
 
 
 def test_the_release_tag_is_the_package_version():
-    assert classroom.release_tag() == f"v{gloss_lite.__version__}"
+    assert colab.release_tag() == f"v{gloss_lite.__version__}"
     pyproject = tomllib.loads((classroom.ROOT / "pyproject.toml").read_text())
     assert "version" in pyproject["project"]["dynamic"] and "version" not in pyproject["project"]
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "gloss_lite.__version__"}  # one source
 
 
 def test_the_setup_cell_does_nothing_outside_colab():
-    setup = classroom.setup_source("https://github.com/owner/name")
+    setup = colab.setup_source("https://github.com/owner/name")
     namespace = {}
     exec(compile(setup, "<setup>", "exec"), namespace)  # plain Python: no magic, nothing run outside Colab
     assert set(namespace) <= {"__builtins__", "sys"}
@@ -248,32 +249,32 @@ def copy_course(tmp_path, url):
     for path, copy in zip(NOTEBOOKS, notebooks):
         shutil.copy(path, copy)
     readme = tmp_path / "README.md"
-    text = classroom.README.read_text(encoding="utf-8")
-    readme.write_text(text.replace(classroom.repository_url(), url), encoding="utf-8")
+    text = colab.README.read_text(encoding="utf-8")
+    readme.write_text(text.replace(colab.repository_url(), url), encoding="utf-8")
     return readme, notebooks
 
 
 def test_a_new_repository_url_is_reported_then_written_everywhere(tmp_path):
     readme, notebooks = copy_course(tmp_path, "https://github.com/someone/fork")
-    problems = classroom.colab_problems(readme, notebooks)
+    problems = colab.colab_problems(readme, notebooks)
     assert any("README.md: a Colab link points at another repository" in p for p in problems)
     assert any(p.startswith(f"{notebooks[0].name}: the set-up cell or the Colab badge") for p in problems)
-    changed = classroom.sync_colab(readme, notebooks)
+    changed = colab.sync_colab(readme, notebooks)
     assert set(changed) == {readme, *notebooks}
-    assert classroom.colab_problems(readme, notebooks) == []
+    assert colab.colab_problems(readme, notebooks) == []
     assert "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/00_overview.ipynb" in \
         readme.read_text(encoding="utf-8")
     notebook = classroom.read_notebook(notebooks[0])
     assert 'git+https://github.com/someone/fork@" + TAG' in classroom.cell_source(notebook["cells"][0])
-    assert sum(classroom.cell_source(c).startswith(classroom.SETUP_MARKER) for c in notebook["cells"]) == 1
-    assert classroom.sync_colab(readme, notebooks) == [], "a second run changes nothing"
+    assert sum(classroom.cell_source(c).startswith(colab.SETUP_MARKER) for c in notebook["cells"]) == 1
+    assert colab.sync_colab(readme, notebooks) == [], "a second run changes nothing"
 
 
 def test_the_readme_must_name_the_repository_once(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# A course\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"define the repository once, as a line '\[repository\]: https://github"):
-        classroom.repository_url(readme)
+        colab.repository_url(readme)
     readme.write_text("[repository]: https://github.com/a/b\n[repository]: https://github.com/c/d\n")
     with pytest.raises(ValueError, match=r"\(found 2\)"):
-        classroom.repository_url(readme)
+        colab.repository_url(readme)

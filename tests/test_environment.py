@@ -187,7 +187,7 @@ def test_the_colab_cell_installs_the_released_tag_and_says_what_to_do_without_it
     import pytest
 
     from gloss_lite import __version__
-    from gloss_lite.course import classroom
+    from gloss_lite.course import classroom, colab
 
     if not pypi_reachable():
         pytest.skip("PyPI is not reachable: building the package from the tag needs setuptools")
@@ -202,9 +202,9 @@ def test_the_colab_cell_installs_the_released_tag_and_says_what_to_do_without_it
                                                  text=True).stdout.split()
     python = colab_like_environment(tmp_path)
     notebook = classroom.read_notebook(ROOT / "notebooks" / "08_the_graph_beyond_one_batch.ipynb")
-    cell = classroom.setup_source(f"file://{clone}", extras=classroom.notebook_extras(notebook))
-    assert classroom.cell_source(notebook["cells"][0]) == classroom.setup_source(
-        classroom.repository_url(), extras="[integrations]")  # the committed cell is this one, for the README's URL
+    cell = colab.setup_source(f"file://{clone}", extras=colab.notebook_extras(notebook))
+    assert classroom.cell_source(notebook["cells"][0]) == colab.setup_source(
+        colab.repository_url(), extras="[integrations]")  # the committed cell is this one, for the README's URL
     as_colab = ("import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab'); "
                 "exec(open(sys.argv[1]).read())")
     (tmp_path / "cell.py").write_text(cell)

@@ -125,6 +125,7 @@ def test_the_figures_draw_the_heatmap_and_one_line_per_gamma():
 
 def test_the_widget_redraws_on_release_and_degrades_without_ipywidgets(monkeypatch, capsys):
     ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.delenv(explorer.NO_WIDGETS_ENV, raising=False)
     embeddings, labels = toy_batch()
     box = explorer.explorer_widget(embeddings, labels, ["a", "b", "c"], sigma=0.5, sigma_range=(0.05, 5.0))
     sigma_slider, gamma_slider = box.children[0].children
@@ -143,3 +144,16 @@ def test_the_widget_redraws_on_release_and_degrades_without_ipywidgets(monkeypat
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
     assert explorer.explorer_widget(embeddings, labels, ["a", "b", "c"], sigma=0.5, sigma_range=(0.05, 5.0)) is None
     assert "ipywidgets is not installed" in capsys.readouterr().out
+
+
+def test_without_widgets_it_draws_the_starting_view_once_and_shows_one_sentence(monkeypatch):
+    embeddings, labels = toy_batch()
+    monkeypatch.setenv(explorer.NO_WIDGETS_ENV, "1")
+    plt.close("all")
+    shown = explorer.explorer_widget(embeddings, labels, ["a", "b", "c"], sigma=0.5, sigma_range=(0.05, 5.0),
+                                     gamma=0.6)
+    expected = explorer.explore(embeddings, labels, 3, sigma=0.5, gamma=0.6)
+    assert (shown.view.sigma, shown.view.gamma, shown.view.g_loss) == (0.5, 0.6, expected.g_loss)
+    assert repr(shown) == explorer.WIDGET_TEXT and "ipywidgets" not in type(shown).__module__
+    assert len(plt.get_fignums()) == 1  # the starting view, drawn once
+    plt.close("all")

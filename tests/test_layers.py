@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gloss_lite"
 
 LAYERS = {
     0: ["checks", "graph", "lpa", "masking", "runtime", "plots", "diagrams", "collectives",
-        "memory", "trends", "scale_diagrams", "training_plots"],
+        "memory", "trends", "scale_diagrams", "training_plots", "files"],
     1: ["losses", "baselines", "sigma", "evaluate", "explorer", "data", "benchmark_files", "encoders"],
     2: ["training"],
     3: ["integrations", "reproduction", "course"],

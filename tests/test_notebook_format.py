@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from gloss_lite.course import classroom
+from gloss_lite.course.notebooks import write_notebook
 
 from conftest import ROOT
 
@@ -83,12 +84,12 @@ def test_the_course_has_notebooks_to_check():
 def test_each_notebook_is_in_the_form_jupyterlab_saves(path):
     problems = form_problems(path.read_text(encoding="utf-8"))
     assert not problems, (f"{path.name}: " + "; ".join(problems)
-                          + ". Rewrite it with gloss_lite.course.classroom.write_notebook(read_notebook(path), path)")
+                          + ". Rewrite it with gloss_lite.course.write_notebook(read_notebook(path), path)")
 
 
 def test_the_writer_writes_byte_for_byte_what_jupyterlab_saves(tmp_path):
     target = tmp_path / "tiny.ipynb"
-    classroom.write_notebook(TINY, target)
+    write_notebook(TINY, target)
     assert target.read_bytes() == SAVED_BY_JUPYTERLAB.read_bytes()
     assert TINY["metadata"]["gloss_lite"]["checks"]["accuracy"] == {"min": 0.0, "max": 1.0}, "input left as it was"
 
@@ -98,7 +99,7 @@ def test_a_notebook_written_by_the_package_is_in_the_form(tmp_path):
     new["metadata"]["gloss_lite"]["checks"]["speedup"] = {"min": 2.0, "max": 1e3}
     new["metadata"].pop("kernelspec")
     path = tmp_path / "08_the_graph_beyond_one_batch.ipynb"
-    classroom.write_notebook(new, path)
+    write_notebook(new, path)
     assert form_problems(path.read_text(encoding="utf-8")) == []
     assert json.loads(path.read_text(encoding="utf-8"))["metadata"]["gloss_lite"]["checks"]["speedup"] == {
         "max": 1000, "min": 2}
@@ -111,8 +112,8 @@ def test_the_student_copies_are_in_the_form(tmp_path):
 
 def test_the_writer_refuses_what_is_not_a_notebook(tmp_path):
     with pytest.raises(ValueError, match="not an nbformat 4 notebook"):
-        classroom.write_notebook({"cells": [], "metadata": {}}, tmp_path / "x.ipynb")
+        write_notebook({"cells": [], "metadata": {}}, tmp_path / "x.ipynb")
     broken = {**TINY, "cells": [{"cell_type": "code", "id": "a", "metadata": {}, "source": "x = 1"}]}
     with pytest.raises(ValueError, match="a cell lacks the field 'outputs'"):
-        classroom.write_notebook(broken, tmp_path / "x.ipynb")
+        write_notebook(broken, tmp_path / "x.ipynb")
     assert not (tmp_path / "x.ipynb").exists()

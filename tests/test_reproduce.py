@@ -234,7 +234,7 @@ def test_a_fatal_error_cancels_the_queued_runs(tmp_path, capsys, behaviour, erro
 
 def test_a_full_disk_while_recording_stops_the_grid(tmp_path, monkeypatch):
     output = tmp_path / "results.csv"
-    original, written = store.write_text, []
+    original, written = store.write_atomically, []
 
     def fill_up(path, text):
         if written:
@@ -242,7 +242,7 @@ def test_a_full_disk_while_recording_stops_the_grid(tmp_path, monkeypatch):
         written.append(path)
         original(path, text)
 
-    monkeypatch.setattr(store, "write_text", fill_up)
+    monkeypatch.setattr(store, "write_atomically", fill_up)
     with pytest.raises(workers.FatalGridError, match="No space left"):
         reproduce.run_grid(tiny_spec(tmp_path), output, jobs=0, execute=fake_execute)
     assert len(calls(tmp_path)) == 2 and len(read_results(output)) == 2

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 
 from gloss_lite.course import site as site_builder
-from gloss_lite.course.classroom import colab_url, repository_url
+from gloss_lite.course.api_reference import public_modules
+from gloss_lite.course.colab import colab_url, repository_url
 from gloss_lite.course.run import notebook_paths
 from gloss_lite.course.site import (
     SiteError,
     build_site,
     executed_notebooks,
     missing_site_tools,
-    public_modules,
     publish,
     results_page,
     stage,

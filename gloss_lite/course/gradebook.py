@@ -34,7 +34,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .notebooks import UMASK, write_atomically
+from ..files import UMASK, write_atomically
 
 RECORD = ".gloss-lite-grades.json"
 GRADES = "grades.csv"

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..files import write_atomically
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENT_BEGIN, STUDENT_END = "### YOUR CODE BELOW", "### YOUR CODE ABOVE"
 MODEL_ANSWER_TAG = "model-answers"
-UMASK = os.umask(0o022)
-os.umask(UMASK)
 
 
 ROLES = ("solution", "check")
@@ -115,23 +113,6 @@ def notebook_text(notebook: dict) -> str:
         return nbformat.writes(nbformat.from_dict(data), version=nbformat.NO_CONVERT) + "\n"
     except (AttributeError, KeyError) as error:  # a cell without a field nbformat needs ("outputs", ...)
         raise ValueError(f"not an nbformat 4 notebook: a cell lacks the field {error.args[0]!r}") from None
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it: a reader
-    sees the old file or the new one, never half of one, and a full disk leaves the old file."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        os.chmod(temporary, 0o666 & ~UMASK)  # as open() would create it, not mkstemp's 0o600
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_notebook(notebook: dict, path: Path) -> None:

@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..files import write_atomically
 from . import notebooks
 from .notebooks import NotebookError, cell_source, cell_tags
 from .records import read_records
@@ -188,10 +189,13 @@ def run_notebook(
     output = output_path(path, output_dir)
     import papermill  # here, not at the top: the course's other tools work without it
 
+    from ..explorer import NO_WIDGETS_ENV
+
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial.ipynb")  # what a run stopped part-way leaves: hidden
     partial.unlink(missing_ok=True)
     os.environ["MPLBACKEND"] = INLINE_BACKEND
+    os.environ[NO_WIDGETS_ENV] = "1"  # no one moves a slider here, and widgets can stall papermill
     try:
         papermill.execute_notebook(
             str(path),
@@ -221,7 +225,7 @@ def _publish_finished_run(partial: Path, output: Path) -> None:
     if not run.get("end_time"):
         return
     run["output_path"] = str(output)
-    notebooks.write_atomically(output, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomically(output, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
     partial.unlink()
 
 

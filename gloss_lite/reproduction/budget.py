@@ -31,8 +31,9 @@ import json
 import time
 from pathlib import Path
 
+from ..files import write_atomically
 from .one_run import Run, make_config, parse_method
-from .store import GridError, write_text
+from .store import GridError
 from .workers import run_all
 
 __all__ = ["asked_epochs", "estimate", "fit_to_budget", "measure", "plan_path", "PROBE_BATCHES", "PROBE_EPOCHS", "trim"]
@@ -131,7 +132,7 @@ def fit_to_budget(spec: dict, output: Path, facts: dict, *, jobs: int, execute) 
         epochs, seconds = trim(spec, facts, costs, available, jobs=jobs)
         plan = {"budget_seconds": spec["budget_seconds"], "probe_seconds": probe_seconds, "costs": costs,
                 "epochs_asked": asked, "epochs": epochs, "estimate_seconds": seconds, "jobs": jobs}
-        write_text(path, json.dumps(plan, indent=1) + "\n")
+        write_atomically(path, json.dumps(plan, indent=1) + "\n")
     for recipe, epochs in plan["epochs"].items():
         spec["budget"].setdefault(recipe, {})["epochs"] = epochs
     notes = [f"Budget {plan['budget_seconds'] / 60:g} min: the first steps took {plan['probe_seconds']:.0f} s to "

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import torch
 from ..benchmark_files import SPLITS, content_fingerprint
 from ..data import Dataset, load_dataset
 from ..encoders import DEFAULT_MODEL_NAME, POOLINGS, TOKENIZER_FILES, WEIGHT_FILES, default_model_path, load_encoder
+from ..files import replace_atomically
 
 __all__ = [
     "cache_folder",
@@ -150,7 +150,9 @@ def frozen_features(dataset: str | Dataset, *, data_dir=None, model: str | Path 
     seconds = time.perf_counter() - started
     settings = {"model": str(model or DEFAULT_MODEL_NAME), "pooling": pooling, "max_length": max_length,
                 "device": str(encoder.device), "torch": str(torch.__version__), "distinct_texts": len(texts)}
-    _save_atomically({"key": key, "features": features, "seconds": seconds, "settings": settings}, path)
+    state = {"key": key, "features": features, "seconds": seconds, "settings": settings}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda temporary: torch.save(state, temporary))
     return FrozenFeatures(data, features, key, seconds, settings, False)
 
 
@@ -162,19 +164,6 @@ def _load(path: Path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a damaged file is a cache miss, not an error
         return None
-
-
-def _save_atomically(state: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s folder, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

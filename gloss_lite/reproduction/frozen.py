@@ -53,6 +53,7 @@ import torch
 
 from .. import sigma
 from ..benchmark_files import SPLITS
+from ..files import write_atomically
 from ..training import TrainConfig, fit
 from . import one_run
 from .adapter import FeatureAdapter
@@ -61,7 +62,7 @@ from .frozen_baselines import LPA_REFERENCE_SIZE, baseline_methods
 from .frozen_summary import SUMMARY_TITLE, summary_markdown
 from .presets import OUTPUT_FOLDER
 from .significance import pack_correct, wilson_interval
-from .store import append_rows, write_text
+from .store import append_rows
 
 __all__ = [
     "check_owned",
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results at {args.output}")
         return 1
     summary = summary_markdown(args.output, baselines_path(args.output))
-    write_text(summary_path(args.output), summary)
+    write_atomically(summary_path(args.output), summary)
     print(summary)
     return 0
 

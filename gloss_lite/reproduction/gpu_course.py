@@ -34,8 +34,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..files import write_atomically
 from .presets import BENCHMARKS
-from .store import GridError, check_writable, write_text
+from .store import GridError, check_writable
 
 __all__ = ["BENCHMARK_SCRIPT", "check_inputs", "main", "NOTEBOOKS", "OFFLINE", "plan", "run_steps"]
 
@@ -145,7 +146,7 @@ def run_steps(steps: list[tuple[str, list[str]]], output: Path) -> int:
         print(f"  {'ok' if status == 0 else f'FAILED (exit status {status})'} after {seconds:.0f} s; "
               f"log: {output / 'logs' / f'{name}.log'}", flush=True)
         record.append({"step": name, "command": command, "exit_status": status, "seconds": round(seconds, 1)})
-        write_text(output / "gpu_course.json", json.dumps(record, indent=1) + "\n")
+        write_atomically(output / "gpu_course.json", json.dumps(record, indent=1) + "\n")
     return 0 if all(step["exit_status"] == 0 for step in record) else 1
 
 

@@ -38,10 +38,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import write_atomically
 from .one_run import Run, execute, make_config, parse_method, run_folder
 from .presets import OUTPUT_FOLDER, PRESETS, default_output, preset
 from .results import RESULT_COLUMNS, RUN_KEY, finished_runs, read_results, summary_markdown
-from .store import GridError, RunClaims, append_rows, check_writable, repair_cut_row, write_text
+from .store import GridError, RunClaims, append_rows, check_writable, repair_cut_row
 from .workers import FatalGridError, cpu_cores, default_jobs, run_all, visible_gpus
 
 __all__ = [
@@ -239,7 +240,7 @@ def write_summary(output: Path, notes=()) -> str | None:
     if path.exists() and not path.read_text(encoding="utf-8").startswith("# Summary of "):
         print(f"{path} exists and was not written by this command: the summary is printed only")
     else:
-        write_text(path, summary)
+        write_atomically(path, summary)
     return summary
 
 
@@ -267,7 +268,7 @@ def dry_run(spec: dict, output: Path, facts: dict) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     check_writable(output.parent, 1, "the plan")
-    write_text(output.with_name(output.stem + "_plan.md"), text)
+    write_atomically(output.with_name(output.stem + "_plan.md"), text)
     return 0 if all(problem is None for _, _, problem in planned) else 2
 
 

@@ -26,6 +26,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..files import write_atomically
+
 __all__ = [
     "append_rows",
     "check_writable",
@@ -34,7 +36,6 @@ __all__ = [
     "GridError",
     "repair_cut_row",
     "RunClaims",
-    "write_text",
 ]
 
 try:
@@ -50,23 +51,6 @@ class GridError(ValueError):
 def claims_folder(output: Path) -> Path:
     """Where the claims on the runs of ``output`` live: ``.<name>.claims/`` beside it."""
     return output.parent / f".{output.name}.claims"
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # a file as any other the user writes (mkstemp makes it private)
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _rows_of(path: Path) -> tuple[list[str], list[list[str]], bool]:
@@ -123,7 +107,7 @@ def _write_rows(path: Path, header: list[str], body: list[list[str]]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(body)
-    write_text(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..data import Split
+from ..files import replace_atomically
 from .config import TrainConfig
 
 __all__ = [
@@ -224,10 +225,9 @@ def copy_weights(encoder, head) -> dict:
 
 
 def atomic_save(state, path: Path) -> None:
+    """``torch.save(state)`` to ``path`` atomically: an interruption leaves the previous file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    torch.save(state, partial)
-    partial.replace(path)  # atomic: an interruption mid-write leaves the previous file intact
+    replace_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
 def save_checkpoint(path: Path, run, history, epoch, best, fingerprint) -> None:

@@ -132,11 +132,16 @@ def training_step(encoder, head, optimizer, x, y, mask, sigma, lam, C):
     return loss.item()
 
 
-def transductive(tr, y, te, C, s):
-    e = torch.cat([tr, te])
-    labels = torch.cat([y, torch.zeros(len(te), dtype=y.dtype)])
-    mask = torch.arange(len(e)) < len(tr)
-    return propagate(transition_matrix(gaussian_affinity(e, s), "gloss"), labels, mask, C)[~mask].argmax(1)
+def silhouette(e, y, *, count_itself=False):
+    u = unit_rows(e)
+    d = 1 - u @ u.T
+    scores = []
+    for i in range(len(y)):  # a loop over the documents, by the definition
+        own = [j for j in range(len(y)) if y[j] == y[i] and (j != i or count_itself)]
+        a = sum(d[i, j] for j in own) / len(own)
+        b = min(d[i, y == c].mean() for c in y.unique() if c != y[i])
+        scores.append((b - a) / max(a, b))
+    return float(sum(scores) / len(scores))
 
 
 def supcon(e, y, t, *, keep_self=False):
@@ -148,12 +153,15 @@ def supcon(e, y, t, *, keep_self=False):
     return ((-(logits - denominator[:, None]) * positives).sum(1) / positives.sum(1)).mean()
 
 
-def triplet(e, y, margin, *, over_all=False):
-    d = squared(e).clamp_min(0).sqrt()
-    same = y[:, None] == y[None, :]
-    valid = (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
-    costs = (d[:, :, None] - d[:, None, :] + margin).clamp_min(0)[valid]
-    return costs.mean() if over_all else costs[costs > 0].mean()
+def batch_hard(e, y, margin, *, over_all=False):
+    d = squared(e).clamp_min(0).sqrt().tolist()
+    costs = []
+    for a in range(len(y)):  # one triplet per anchor: its farthest positive, its nearest negative
+        positive = max(d[a][p] for p in range(len(y)) if p != a and y[p] == y[a])
+        negative = min(d[a][q] for q in range(len(y)) if y[q] != y[a])
+        costs.append(max(0.0, positive - negative + margin))
+    paying = costs if over_all else [c for c in costs if c > 0]
+    return torch.tensor(sum(paying) / len(paying) if paying else 0.0)
 
 
 def wide_kernel(labels, mask, C):  # the answer: the visible labels' class shares, for every hidden node
@@ -252,10 +260,10 @@ CORRECT = {
     "04.2": neighbours_sigma,
     "04.3": median_weight_sigma,
     "05.1": training_step,
-    "05.2": transductive,
+    "05.2": silhouette,
     "05.3": solve_gradient,
     "06.1": supcon,
-    "06.2": triplet,
+    "06.2": batch_hard,
     "06.3": collapse,
     "07.1": authors_node_loss,
     "07.2": push_share,
@@ -305,11 +313,11 @@ MISTAKES = {
     "04.3": (lambda e, w: float(distances_upper(e)[0].median() / math.sqrt(-math.log(w))),
              "the median weight of the graph is"),  # the 2 forgotten
     "05.1": (step_without_zero_grad, "step 2"),
-    "05.2": (lambda tr, y, te, C, s: F.one_hot(transductive(tr, y, te, C, s), C), "expected shape"),
+    "05.2": (lambda e, y: silhouette(e, y, count_itself=True), "yours"),  # itself among its class
     "05.3": (lambda A, B, G: (torch.linalg.inv(A) @ G @ torch.linalg.solve(A, B).T, torch.linalg.inv(A) @ G),
              r"grad_B"),  # A^-1 where A^-T belongs
     "06.1": (lambda e, y, t: supcon(e, y, t, keep_self=True), "largest difference"),
-    "06.2": (lambda e, y, m: triplet(e, y, m, over_all=True), "largest difference"),
+    "06.2": (lambda e, y, m: batch_hard(e, y, m, over_all=True), "largest difference"),
     "06.3": (lambda y, t: torch.log((torch.bincount(y)[y] - 1).double()).mean(), "largest difference"),
     "07.1": (lambda p, num_classes: -math.log(p), "yours"),  # NLL, not the softmax of F_u
     "07.2": (lambda c, e, a, f: float(torch.autograd.grad(a, f, retain_graph=True)[0].norm()

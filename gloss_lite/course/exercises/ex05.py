@@ -1,5 +1,5 @@
-"""The exercises of notebook 05 · Fine-tuning: a G-Loss + CE training step, transductive prediction with
-LPA, the gradient of the closed-form solve by hand."""
+"""The exercises of notebook 05 · Fine-tuning: a G-Loss + CE training step, the silhouette of an
+embedding space by hand, the gradient of the closed-form solve by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ...losses import g_loss, mix_losses
 from ..calls import parameters, small_model
 from ..comparing import Exercise, Mismatch, ask, compare, describe, same_outputs
-from .inputs import graph_case, labels_with_every_class, randint
+from .inputs import embeddings, graph_case, labels_with_every_class, randint
 
 AUTOGRAD = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward",
             "torch.autograd.functional.jacobian", "torch.autograd.functional.vjp", "torch.func.vjp", "torch.func.grad")
@@ -56,26 +56,27 @@ def check_training_step(student, generator) -> int:
     return 3
 
 
-# 05.2 · transductive prediction with LPA -----------------------------------------------------
+# 05.2 · the silhouette of an embedding space, by hand -----------------------------------------
 
-def transductive_reference(train_embeddings, train_labels, test_embeddings, num_classes, sigma):
-    """The package's ``evaluate.lpa_predict`` (imported here, not at the top: it loads scikit-learn)."""
-    from ...evaluate import lpa_predict
+def silhouette_reference(points, labels):
+    """scikit-learn's mean silhouette with cosine distance (imported here: it loads scikit-learn)."""
+    from sklearn.metrics import silhouette_score
 
-    return lpa_predict(train_embeddings, train_labels, test_embeddings, num_classes, sigma=sigma)
+    return float(silhouette_score(points.numpy(), labels.numpy(), metric="cosine"))
 
 
-def transductive_cases(generator):
+def silhouette_cases(generator):
+    """Clustered embeddings, every class with two members or more (a lone member's score is a
+    convention, not part of the formula)."""
     cases = []
     for _ in range(4):
         num_classes = randint(2, 4, generator)
-        centres = torch.randn(num_classes, 6, generator=generator, dtype=torch.float64) * 2
-        train_labels = labels_with_every_class(randint(8, 16, generator), num_classes, generator)
-        test_labels = torch.randint(0, num_classes, (randint(3, 8, generator),), generator=generator)
-        noisy = lambda y: centres[y] + torch.randn(len(y), 6, generator=generator, dtype=torch.float64)  # noqa: E731
-        sigma = round(0.3 + 0.5 * torch.rand((), generator=generator).item(), 3)
-        cases.append((f"{len(train_labels)} train and {len(test_labels)} test documents, C={num_classes}, "
-                      f"sigma={sigma}", (noisy(train_labels), train_labels, noisy(test_labels), num_classes, sigma)))
+        labels = labels_with_every_class(randint(2 * num_classes + 1, 16, generator), num_classes, generator,
+                                         at_least=2)
+        centres = embeddings(num_classes, 6, generator)
+        spread = 0.3 + torch.rand((), generator=generator).item()
+        points = centres[labels] + spread * embeddings(len(labels), 6, generator)
+        cases.append((f"{len(labels)} x 6 embeddings, labels {labels.tolist()}", (points, labels)))
     return cases
 
 
@@ -114,12 +115,14 @@ EXERCISES = {
         forbidden=("training_step_reference", "train_model", "train_one_epoch", "fit"),
         face=("graph", "lpa", "masking", "losses", "sigma", "baselines")),
     "05.2": Exercise(
-        "transductive prediction with LPA", "transductive_predict",
-        "one graph over train + test documents (train labels visible, test hidden): gaussian_affinity, "
-        "transition_matrix(..., 'gloss'), propagate, then argmax over the test rows; float64 helps",
-        same_outputs(transductive_cases, transductive_reference),
-        forbidden=("lpa_predict", "transductive_reference", "evaluate_lpa"),
-        face=("graph", "lpa", "masking", "losses", "sigma", "baselines")),
+        "the silhouette of an embedding space", "cosine_silhouette",
+        "cosine distance 1 - cos(e_i, e_j); a_i: the mean distance from i to the other members of its "
+        "class; b_i: the smallest mean distance from i to another class; s_i = (b_i - a_i) / max(a_i, b_i); "
+        "return the mean of s_i",
+        same_outputs(silhouette_cases, silhouette_reference, atol=1e-6),
+        forbidden=("silhouette_score", "silhouette_samples", "silhouette_reference"),
+        face=("graph", "lpa", "masking", "losses", "sigma", "baselines"), withheld=("sklearn",),
+        more_hint="a_i divides by (size of i's class - 1): the distance of i to itself is not a neighbour"),
     "05.3": Exercise(
         "the gradient of the closed-form solve, by hand", "solve_gradient",
         "differentiate A X = B: dA X + A dX = dB. With G = dL/dX, dL = <G, dX> = <G, A^-1 (dB - dA X)>; "

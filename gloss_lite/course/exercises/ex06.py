@@ -1,4 +1,4 @@
-"""The exercises of notebook 06 · Comparing losses: supervised contrastive, batch-all triplet, SupCon at
+"""The exercises of notebook 06 · Comparing losses: supervised contrastive, batch-hard triplet, SupCon at
 perfect collapse."""
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def supcon_reference(points, labels, temperature):
     return SupConLoss(temperature)(points, labels)
 
 
-def triplet_reference(points, labels, margin):
-    return TripletLoss(margin, "all")(points, labels)
+def batch_hard_reference(points, labels, margin):
+    return TripletLoss(margin, "hard")(points, labels)
 
 
 # 06.3 · supervised contrastive loss at perfect collapse --------------------------------------
@@ -68,13 +68,15 @@ EXERCISES = {
         forbidden=(*SUPCON, "supcon_reference"), face=EVERYTHING_BUT_BASELINES,
         withheld=("pytorch_metric_learning",)),
     "06.2": Exercise(
-        "the batch-all triplet loss", "batch_all_triplet_loss",
-        "Euclidean distances between L2-normalised rows; for every (anchor, positive, negative) "
-        "max(0, d_ap - d_an + margin); average over the triplets whose loss is > 0",
-        same_outputs(lambda g: metric_cases(g, "margin", [0.1, 0.3, 0.5]), triplet_reference, atol=1e-5, rtol=1e-4),
-        forbidden=("TripletLoss", "TripletMarginLoss", "triplet_margin_loss", "TripletMarginWithDistanceLoss",
-                   "triplet_reference"), face=EVERYTHING_BUT_BASELINES,
-        withheld=("pytorch_metric_learning", "torch.nn.functional.triplet_margin_loss", "torch.triplet_margin_loss")),
+        "the batch-hard triplet loss", "batch_hard_triplet_loss",
+        "Euclidean distances between L2-normalised rows; per anchor, its farthest positive and its nearest "
+        "negative: max(0, d_ap - d_an + margin); average over the anchors whose loss is > 0",
+        same_outputs(lambda g: metric_cases(g, "margin", [0.1, 0.3, 0.5, 1.0]), batch_hard_reference,
+                     atol=1e-5, rtol=1e-4),
+        forbidden=("TripletLoss", "TripletMarginLoss", "BatchHardMiner", "triplet_margin_loss",
+                   "TripletMarginWithDistanceLoss", "batch_hard_reference"), face=EVERYTHING_BUT_BASELINES,
+        withheld=("pytorch_metric_learning", "torch.nn.functional.triplet_margin_loss", "torch.triplet_margin_loss"),
+        more_hint="mask the distance matrix: -inf off the positives before max, +inf on the same class before min"),
     "06.3": Exercise(
         "supervised contrastive loss at perfect collapse", "supcon_at_collapse",
         "every class sits on one unit vector and the classes are orthogonal: an anchor of a class of m "

@@ -222,7 +222,9 @@ def test_the_repository_course_is_in_step_with_its_readme():
         assert notebook["cells"][0]["cell_type"] == "code" and 'if "google.colab" in sys.modules:' in setup
         extras = "[integrations]" if path.name.startswith("08_") else ""  # 08 imports sentence-transformers
         assert f'    TAG = "v{gloss_lite.__version__}"' in setup.splitlines(), setup
-        assert f'    SOURCE = "gloss-lite{extras} @ git+{url}@" + TAG' in setup.splitlines(), setup
+        assert f'    REPOSITORY = "{url}"' in setup.splitlines(), setup
+        assert f'    SOURCE = f"gloss-lite{extras} @ git+{{REPOSITORY}}@{{TAG}}"' in setup.splitlines(), setup
+        assert max(map(len, setup.splitlines())) <= 88, "the set-up cell fits the page"
         assert "clone" not in setup and "chdir" not in setup and "notebooks" not in setup, \
             "the set-up cell must not bring the instructor notebooks along"
         assert colab.colab_url(url, f"notebooks/{path.name}") in classroom.cell_source(notebook["cells"][1])
@@ -265,7 +267,7 @@ def test_a_new_repository_url_is_reported_then_written_everywhere(tmp_path):
     assert "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/00_overview.ipynb" in \
         readme.read_text(encoding="utf-8")
     notebook = classroom.read_notebook(notebooks[0])
-    assert 'git+https://github.com/someone/fork@" + TAG' in classroom.cell_source(notebook["cells"][0])
+    assert '    REPOSITORY = "https://github.com/someone/fork"' in classroom.cell_source(notebook["cells"][0])
     assert sum(classroom.cell_source(c).startswith(colab.SETUP_MARKER) for c in notebook["cells"]) == 1
     assert colab.sync_colab(readme, notebooks) == [], "a second run changes nothing"
 

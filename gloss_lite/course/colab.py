@@ -74,10 +74,10 @@ def setup_source(repository: str, version: str = __version__, extras: str = "") 
     likely because the tag has not been published yet, the cell stops with what to do.
     """
     tag = release_tag(version)
-    return f"""{SETUP_MARKER}: in Google Colab this cell installs the course's package, gloss-lite {version}
-# (Colab's own torch and Jupyter packages are kept). For a GPU, first choose Runtime > Change
-# runtime type > GPU. In JupyterLab or papermill this cell does nothing: the course is already
-# installed there (see the README).
+    return f"""{SETUP_MARKER}: in Google Colab this cell installs the course's package,
+# gloss-lite {version} (Colab's own torch and Jupyter packages are kept). For a GPU, first
+# choose Runtime > Change runtime type > GPU. In JupyterLab or papermill this cell does
+# nothing: the course is already installed there (see the README).
 import sys
 
 if "google.colab" in sys.modules:
@@ -85,12 +85,16 @@ if "google.colab" in sys.modules:
     import subprocess
 
     TAG = "{tag}"
-    SOURCE = "gloss-lite{extras} @ git+{repository}@" + TAG
-    if subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SOURCE]).returncode != 0:
+    REPOSITORY = "{repository}"
+    SOURCE = f"gloss-lite{extras} @ git+{{REPOSITORY}}@{{TAG}}"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", SOURCE]
+    if subprocess.run(pip).returncode != 0:
         raise RuntimeError(
-            f"Installing {{SOURCE}} failed. If the tag {{TAG}} does not exist yet in {repository}, the course "
-            "has not been released: the instructor runs `python -m gloss_lite.course.classroom release` and pushes "
-            f"the tag (git push origin {{TAG}}). Until then, set TAG = 'main' above and run this cell again."
+            f"Installing {{SOURCE}} failed. If the tag {{TAG}} does not exist yet in "
+            f"{{REPOSITORY}}, the course has not been released: the instructor runs "
+            "`python -m gloss_lite.course.classroom release` and pushes the tag "
+            f"(git push origin {{TAG}}). Until then, set TAG = 'main' above and run "
+            "this cell again."
         )
     importlib.invalidate_caches()  # importable at once, without restarting the runtime"""
 

@@ -4,6 +4,7 @@ Opening a notebook in JupyterLab and saving it then changes nothing, so ``git st
 ``data/saved_by_jupyterlab.ipynb`` is the notebook ``TINY`` below as JupyterLab 4.6.6 saved it
 (opened in the browser with the course's kernel, saved with Ctrl+S): the reference for the layout
 and for the metadata JupyterLab writes.
+Every code line also fits ``LINE_LIMIT`` characters, so a cell reads without scrolling sideways.
 """
 
 import json
@@ -20,6 +21,7 @@ from conftest import ROOT
 SAVED_BY_JUPYTERLAB = Path(__file__).parent / "data" / "saved_by_jupyterlab.ipynb"
 REFERENCE = json.loads(SAVED_BY_JUPYTERLAB.read_text(encoding="utf-8"))["metadata"]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+LINE_LIMIT = 88  # characters per code line, as in black's and ruff's default
 
 # the notebook before JupyterLab saved it: keys unsorted, integral floats, sources as one string
 TINY = {
@@ -68,6 +70,19 @@ def form_problems(text: str) -> list[str]:
     return problems
 
 
+def long_code_lines(notebook: dict) -> list[str]:
+    """Each code line longer than ``LINE_LIMIT`` characters, as 'cell ID line K: N characters'."""
+    found = []
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for number, line in enumerate(source.split("\n"), start=1):
+            if len(line) > LINE_LIMIT:
+                found.append(f"cell {cell.get('id')} line {number}: {len(line)} characters")
+    return found
+
+
 def test_the_reference_is_what_jupyterlab_wrote():
     text = SAVED_BY_JUPYTERLAB.read_text(encoding="utf-8")
     assert form_problems(text) == []
@@ -85,6 +100,23 @@ def test_each_notebook_is_in_the_form_jupyterlab_saves(path):
     problems = form_problems(path.read_text(encoding="utf-8"))
     assert not problems, (f"{path.name}: " + "; ".join(problems)
                           + ". Rewrite it with gloss_lite.course.write_notebook(read_notebook(path), path)")
+
+
+def test_the_line_check_names_the_cell_the_line_and_its_length():
+    fits = json.loads(json.dumps(TINY))
+    fits["cells"][2]["source"] = "x = 1\n" + "y = " + "1" * (LINE_LIMIT - 4)
+    assert long_code_lines(fits) == []
+    too_long = json.loads(json.dumps(fits))
+    too_long["cells"][2]["source"] += "1"
+    too_long["cells"][0]["source"] = "m" * 200  # markdown is wrapped by the browser, not counted
+    assert long_code_lines(too_long) == [f"cell work line 2: {LINE_LIMIT + 1} characters"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_code_line_of_each_notebook_fits_the_page(path):
+    too_long = long_code_lines(json.loads(path.read_text(encoding="utf-8")))
+    assert not too_long, (f"{path.name}: code lines over {LINE_LIMIT} characters: " + "; ".join(too_long)
+                          + ". Break them inside brackets, name an intermediate value, or move the comment above")
 
 
 def test_the_writer_writes_byte_for_byte_what_jupyterlab_saves(tmp_path):

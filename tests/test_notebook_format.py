@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 
 from gloss_lite.course import classroom
 from gloss_lite.course.notebooks import write_notebook
+from gloss_lite.course.run import declared_parameters
 
 from conftest import ROOT
 
@@ -117,6 +119,13 @@ def test_every_code_line_of_each_notebook_fits_the_page(path):
     too_long = long_code_lines(json.loads(path.read_text(encoding="utf-8")))
     assert not too_long, (f"{path.name}: code lines over {LINE_LIMIT} characters: " + "; ".join(too_long)
                           + ". Break them inside brackets, name an intermediate value, or move the comment above")
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if declared_parameters(p)], ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_a_wrapped_parameters_cell_declares(path):
+    # papermill skips a line with two '=' (a comment such as '>= 2'), then warns of an unknown parameter
+    unseen = sorted(set(declared_parameters(path)) - set(papermill.inspect_notebook(str(path))))
+    assert not unseen, f"{path.name}: papermill does not see {unseen}; keep '=' out of their comments"
 
 
 def test_the_writer_writes_byte_for_byte_what_jupyterlab_saves(tmp_path):

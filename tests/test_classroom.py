@@ -43,21 +43,34 @@ def test_strip_solutions_leaves_an_indented_stub_with_the_exercise_hint():
     stripped = classroom.strip_solutions(SOURCE)
     message = ("Exercise 01.2 (the Gaussian kernel): write this part, then run the check below. "
                f"Hint: {EXERCISES['01.2'].hint}.")
-    assert stripped == f'''import torch
+    assert stripped.startswith('''import torch
 
 def gaussian_kernel(embeddings, sigma):
     """Docstring stays."""
     ### YOUR CODE BELOW
-    raise NotImplementedError({message!r})
+    raise NotImplementedError(
+        'Exercise 01.2 (the Gaussian kernel): write this part, ''')
+    assert stripped.endswith('''
+    )
     ### YOUR CODE ABOVE
 
 def helper(x):
     if x:
         ### YOUR CODE BELOW
-        raise NotImplementedError('write this part of the exercise, then run the check below')
+        raise NotImplementedError(
+            'write this part of the exercise, then run the check below'
+        )
         ### YOUR CODE ABOVE
-    return 0'''
-    compile(stripped, "<student>", "exec")
+    return 0''')
+    assert max(len(line) for line in stripped.split("\n")) <= 88
+    namespace = {}
+    exec(compile(stripped, "<student>", "exec"), namespace)
+    with pytest.raises(NotImplementedError) as raised:
+        namespace["gaussian_kernel"](None, 1.0)
+    assert raised.value.args == (message,)
+    with pytest.raises(NotImplementedError, match="^write this part of the exercise, then run the check below$"):
+        namespace["helper"](True)
+    assert namespace["helper"](False) == 0
     assert classroom.strip_solutions("x = 1\n") == "x = 1\n"
 
 

@@ -149,6 +149,7 @@ def test_a_notebook_written_by_the_package_is_in_the_form(tmp_path):
 def test_the_student_copies_are_in_the_form(tmp_path):
     for path in classroom.make_student_copies(tmp_path / "student"):
         assert form_problems(path.read_text(encoding="utf-8")) == [], path.name
+        assert long_code_lines(json.loads(path.read_text(encoding="utf-8"))) == [], path.name
 
 
 def test_the_writer_refuses_what_is_not_a_notebook(tmp_path):

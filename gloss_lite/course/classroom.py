@@ -11,7 +11,8 @@ hold the solutions between two marker lines, in the style of nbgrader and otter-
 ``make_student_copies`` writes a copy of every notebook in which each such block is replaced by
 a stub, indented like the block, that raises ``NotImplementedError`` with the exercise's hint
 (from ``gloss_lite.course.exercises``, matched by the name of the enclosing function), between the lines
-``### YOUR CODE BELOW`` and ``### YOUR CODE ABOVE``. A line that is almost a marker
+``### YOUR CODE BELOW`` and ``### YOUR CODE ABOVE`` (a long hint is split over several lines, so
+that every line fits ``LINE_LIMIT`` characters, like the course's cells). A line that is almost a marker
 (``## BEGIN SOLUTION``) is an error, not a solution shipped. Markdown cells tagged
 ``model-answers`` (the answers to the questions to explore) are dropped, outputs are cleared and
 the Colab badge is dropped (it points at the instructor's copy). The output is a pure function of
@@ -64,6 +65,7 @@ from .notebooks import (
 from .run import NOTEBOOK_DIR, ROOT, notebook_paths
 
 NEAR_MISS_PATTERN = re.compile(r"#+\s*(begin|end)[\s_-]*solution\b", re.I)
+LINE_LIMIT = 88  # characters per line of a stub, as in every code cell of the course
 MANIFEST = ".gloss-lite-student-copies.json"
 STUDENT_DIR = ROOT / "student"
 
@@ -97,6 +99,26 @@ def _stub_message(function: str | None) -> str:
     return "write this part of the exercise, then run the check below"
 
 
+def _stub(indent: str, message: str) -> list[str]:
+    """The lines of ``raise NotImplementedError(message)``, none longer than ``LINE_LIMIT``.
+
+    A message too long for one line is split after spaces into adjacent string literals, which
+    Python joins back into the same message.
+    """
+    line = f"{indent}raise NotImplementedError({message!r})"
+    if len(line) <= LINE_LIMIT:
+        return [line]
+    inner = indent + "    "
+    width = LINE_LIMIT - len(inner) - 2  # the two quotes
+    pieces = [""]
+    for word in re.findall(r"\S+\s*", message):
+        if pieces[-1] and len(pieces[-1] + word) > width:
+            pieces.append("")
+        pieces[-1] += word
+    return [f"{indent}raise NotImplementedError(", *(f"{inner}{piece!r}" for piece in pieces),
+            f"{indent})"]
+
+
 def _near_miss(line: str) -> bool:
     """A line that looks like a solution marker but is not exactly one (it would ship the solution)."""
     return bool(NEAR_MISS_PATTERN.match(line.strip())) and line.strip() not in (BEGIN, END)
@@ -125,7 +147,7 @@ def strip_solutions(source: str, *, where: str = "cell") -> str:
             start = number
             indent = line[: len(line) - len(line.lstrip())]
             kept += [f"{indent}{STUDENT_BEGIN}",
-                     f"{indent}raise NotImplementedError({_stub_message(functions.get(number))!r})",
+                     *_stub(indent, _stub_message(functions.get(number))),
                      f"{indent}{STUDENT_END}"]
         elif marker == END:
             if start is None:

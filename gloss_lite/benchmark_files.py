@@ -17,12 +17,13 @@ import io
 import logging
 import os
 import pathlib
+from typing import TypedDict
 
 import pooch
 import requests
 
-__all__ = ["BENCHMARKS", "DEFAULT_BASE_URL", "PROJECT_DATA_DIR", "SPLITS", "DatasetNotFoundError", "check_content",
-           "content_fingerprint", "download_benchmark", "read_split"]
+__all__ = ["BENCHMARKS", "BenchmarkInfo", "DEFAULT_BASE_URL", "PROJECT_DATA_DIR", "SPLITS", "DatasetNotFoundError",
+           "check_content", "content_fingerprint", "download_benchmark", "read_split"]
 
 PROJECT_DATA_DIR = pathlib.Path(__file__).resolve().parents[1] / "data"
 
@@ -62,7 +63,7 @@ def read_split(path) -> tuple[list[str], list[str]]:
     if not content.strip():
         raise ValueError(f"{path}: the file is empty")
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)
-    records = []  # (row, line, fields)
+    records: list[tuple[int, int, list[str]]] = []  # (row, line, fields)
     try:
         header = next(reader)
         for fields in reader:
@@ -106,6 +107,16 @@ def read_split(path) -> tuple[list[str], list[str]]:
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/saditya13/G-Loss-LoG/main/data/"
 
 
+class BenchmarkInfo(TypedDict):
+    """One entry of ``BENCHMARKS``: what the authors published for a benchmark."""
+
+    folder: str
+    class_names: tuple[str, ...] | None
+    rows: dict[str, int]
+    sha256: dict[str, str | None]
+    fingerprint: dict[str, str]
+
+
 # The benchmarks used in the G-Loss paper, as published by its authors.
 # "folder": the folder name upstream; "class_names": the names of the integer
 # ids used in the CSVs (None: the CSVs already hold class names);
@@ -113,7 +124,7 @@ DEFAULT_BASE_URL = "https://raw.githubusercontent.com/saditya13/G-Loss-LoG/main/
 # "sha256": the checksum of each upstream split file, in pooch's format (None:
 # not known, the file is checked by its fingerprint only);
 # "fingerprint": each split's content_fingerprint (SHA-256 hex).
-BENCHMARKS = {
+BENCHMARKS: dict[str, BenchmarkInfo] = {
     "mr": {
         "folder": "MR",
         "class_names": ("negative", "positive"),

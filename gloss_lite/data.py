@@ -207,7 +207,7 @@ def _read_folder(name: str, folder: pathlib.Path, verify: bool = True) -> Datase
             split: (texts, [str(int(x)) if _is_int(x) else x for x in labels])
             for split, (texts, labels) in columns.items()
         }
-        known = BENCHMARKS.get(name, {}).get("class_names")
+        known = BENCHMARKS[name]["class_names"] if name in BENCHMARKS else None
         if known is not None:  # the ids index the benchmark's names
             class_names = tuple(known)
             lookup = {str(i): i for i in range(len(class_names))}
@@ -231,8 +231,8 @@ def _read_folder(name: str, folder: pathlib.Path, verify: bool = True) -> Datase
         else:
             message = f"in the {split} split not seen in train ({classes})"
         splits[split] = Split(texts, _encode(labels, lookup, path, message), class_names)
-    info = BENCHMARKS.get(name, {})
-    if verify and "fingerprint" in info:  # after the label checks, which name the bad row
+    info = BENCHMARKS.get(name)
+    if verify and info is not None:  # after the label checks, which name the bad row
         for split, (texts, labels) in columns.items():
             check_content(folder / f"{split}.csv", texts, labels, name=name,
                           fingerprint=info["fingerprint"][split], rows=info["rows"][split])
@@ -267,7 +267,7 @@ def _find(root: pathlib.Path, name: str):
     holds some of the split files but not all is an error naming the missing ones (it is never
     skipped silently in favour of another copy or a download).
     """
-    for folder in (name, BENCHMARKS.get(name, {}).get("folder")):
+    for folder in (name, BENCHMARKS[name]["folder"] if name in BENCHMARKS else None):
         if not folder:
             continue
         present = [split for split in SPLITS if (root / folder / f"{split}.csv").is_file()]

@@ -126,7 +126,7 @@ class TokenTable:
         texts = list(dict.fromkeys(texts))  # each distinct text once, in first-seen order
         self.row_of = {text: row for row, text in enumerate(texts)}
         self.tokens = tokenize(tokenizer, texts, max_length) if texts else None
-        self.lengths = self.tokens["attention_mask"].sum(dim=1) if texts else None
+        self.lengths = self.tokens["attention_mask"].sum(dim=1) if self.tokens is not None else None
         self.left = getattr(tokenizer, "padding_side", "right") == "left"
 
     def lookup(self, texts: Sequence[str]) -> BatchEncoding | None:
@@ -134,10 +134,11 @@ class TokenTable:
         rows = [self.row_of.get(text) for text in texts]
         if not rows or None in rows:
             return None
-        rows = torch.tensor(rows)
-        width = int(self.lengths[rows].max())
+        assert self.tokens is not None and self.lengths is not None  # a text was found, so the table has texts
+        index = torch.tensor(rows)
+        width = int(self.lengths[index].max())
         columns = slice(-width, None) if self.left else slice(0, width)
-        return BatchEncoding({key: value[rows, columns] for key, value in self.tokens.items()})
+        return BatchEncoding({key: value[index, columns] for key, value in self.tokens.items()})
 
 
 def mean_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -322,6 +323,7 @@ def load_encoder(
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     device = pick_device(device)
+    source: Path | str  # a local folder, or a Hugging Face model name
     if name_or_path is None:
         source, name = default_model_path(), DEFAULT_MODEL_NAME
     else:
@@ -334,7 +336,7 @@ def load_encoder(
                 )
             source = name
     local = isinstance(source, Path)
-    if local:
+    if isinstance(source, Path):
         check_model_folder(source)
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in every notebook

@@ -83,7 +83,7 @@ def float32_matmul(mode: str):
         for backend in backends:
             backend.fp32_precision = mode
     else:  # torch < 2.9: one global setting
-        saved = torch.get_float32_matmul_precision()
+        saved_precision = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("highest" if mode == "ieee" else "high")
     try:
         yield
@@ -92,7 +92,7 @@ def float32_matmul(mode: str):
             for backend, value in zip(backends, saved):
                 backend.fp32_precision = value
         else:
-            torch.set_float32_matmul_precision(saved)
+            torch.set_float32_matmul_precision(saved_precision)
 
 
 def ieee_float32():

@@ -250,6 +250,8 @@ class GLoss(torch.nn.Module):
     After each call, ``last_mask`` holds the mask that was drawn (with ``gather``, the global one).
     """
 
+    class_weights: torch.Tensor | None  # a buffer (register_buffer), so it moves with the module
+
     def __init__(
         self,
         num_classes: int,

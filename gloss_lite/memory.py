@@ -51,7 +51,7 @@ class SavedTensorMeter:
     def __init__(self, parameters: Iterable[torch.Tensor]):
         self.live = self.peak = 0
         self.parameter_memory = {p.untyped_storage().data_ptr() for p in parameters}
-        self._hooks = None
+        self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
 
     @property
     def peak_mib(self) -> float:
@@ -68,10 +68,12 @@ class SavedTensorMeter:
         return saved.tensor if isinstance(saved, _Saved) else saved
 
     def __enter__(self) -> SavedTensorMeter:
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-        self._hooks.__enter__()
+        hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        hooks.__enter__()
+        self._hooks = hooks
         return self
 
     def __exit__(self, *exc_info) -> None:
+        assert self._hooks is not None, "__exit__ without __enter__"
         self._hooks.__exit__(*exc_info)
         self._hooks = None

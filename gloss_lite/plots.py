@@ -50,6 +50,7 @@ def class_palette(label_sets: Mapping[str, Sequence[str]]) -> dict[str, list]:
 
     sizes = {name: len(names) for name, names in label_sets.items()}
     total = sum(sizes.values())
+    pool: list[str | tuple[float, float, float, float]]  # a name or matplotlib's RGBA
     if total <= len(CLASS_COLOURS):
         pool = list(CLASS_COLOURS)
     else:

@@ -330,4 +330,4 @@ def test_notebook_08_replays_the_gpu_generator_and_times_the_gpu_it_waited_for()
     for cell in (cell for cell in cells if "time.perf_counter() - started" in cell and "torch.distributed.run"
                  not in cell):  # the two-process cell times subprocesses, not the GPU
         assert "torch.cuda.synchronize()" in cell, cell[:200]
-    assert 'SOURCE = "gloss-lite[integrations] @ git+' in cells[0]  # 08 imports the integrations
+    assert 'SOURCE = f"gloss-lite[integrations] @ git+' in cells[0]  # 08 imports the integrations

@@ -44,6 +44,15 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(path):
     meta = course_metadata(path)
     assert set(meta.get("smoke_parameters", {})) <= names, "smoke parameters must be declared parameters"
     assert meta.get("checks"), f"{path.name} declares no checks in metadata.gloss_lite.checks"
+    code = "\n".join("".join(c["source"]) for c in code_cells if c is not tagged[0])
+    read = {node.id for node in ast.walk(ast.parse(_without_magics(code))) if isinstance(node, ast.Name)}
+    unread = sorted(names - read)
+    assert not unread, f"{path.name}: the parameters {unread} are declared but no code cell reads them"
+
+
+def _without_magics(code: str) -> str:
+    """Notebook code as plain Python: IPython's ``%`` and ``!`` lines become blank."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in code.splitlines())
 
 
 @pytest.mark.notebook

@@ -254,13 +254,13 @@ def notebook_cell(name: str, marker: str) -> str:
 
 @pytest.mark.parametrize("capability, computes", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
 def test_notebook_05_never_says_a_t4_uses_bf16(capability, computes, monkeypatch, capsys):
-    cell = notebook_cell("05_fine_tuning.ipynb", "precision_for")
-    lines = cell[cell.index("from gloss_lite.runtime import precision_for"):].splitlines()
+    cell = notebook_cell("05_fine_tuning.ipynb", "precision = precision_for(")
+    lines = cell[cell.index("precision = precision_for("):].splitlines()
     end = next(i for i, line in enumerate(lines) if line.startswith("print("))
     while not _compiles("\n".join(lines[: end + 1])):  # the print may run over several lines
         end += 1
     statements = "\n".join(lines[: end + 1])
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    exec(statements, {"device": torch.device("cuda"), "config": TrainConfig()})
+    exec(statements, {"device": torch.device("cuda"), "config": TrainConfig(), "precision_for": precision_for})
     printed = capsys.readouterr().out
     assert f"computes in {computes}" in printed and "used" not in printed, printed

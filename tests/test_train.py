@@ -471,6 +471,13 @@ def test_class_weights_reach_ce_and_gloss(splits, monkeypatch):
     torch.testing.assert_close(seen[0].cpu(), train_module.balanced_class_weights(train.labels, 2))
 
 
+def test_the_gloss_term_without_sigma_is_refused_before_a_module_is_built():
+    config = quick(loss="gloss+ce")
+    with pytest.raises(ValueError, match="the G-Loss term needs sigma"):
+        step_module.make_aux_loss(config, 2, None)
+    assert step_module.make_aux_loss(quick(loss="ce"), 2, None) is None  # plain CE needs no sigma
+
+
 def test_two_encoder_passes_feed_gloss_a_second_pass(splits, monkeypatch):
     train, val = splits
     calls, seen = [], []

@@ -56,13 +56,15 @@ class FeatureAdapter(torch.nn.Module):
         hidden, dropout: the adapter's width (default ``d``) and dropout.
     """
 
+    table: torch.Tensor  # a buffer (register_buffer): it moves with the module
+
     def __init__(self, texts: Sequence[str], features: torch.Tensor, *, seed: int = 0, hidden: int | None = None,
                  dropout: float = 0.1) -> None:
         super().__init__()
         if features.dim() != 2 or len(features) != len(texts):
             raise ValueError(f"features must be a len(texts) x d matrix, got shape {tuple(features.shape)} "
                              f"for {len(texts)} texts")
-        self.rows = {}
+        self.rows: dict[str, int] = {}  # a text -> its row of the table (its first occurrence)
         for row, text in enumerate(texts):
             self.rows.setdefault(text, row)
         self.register_buffer("table", features.float().contiguous(), persistent=False)

@@ -103,7 +103,7 @@ def trim(spec: dict, facts: dict, costs: dict, available: float, *, jobs: int) -
     epochs = asked_epochs(spec, facts)
     seconds = estimate(spec, facts, costs, epochs, jobs=jobs)
     while seconds > available and max(epochs.values()) > 1:
-        longest = max(epochs, key=epochs.get)
+        longest = max(epochs, key=lambda recipe: epochs[recipe])
         epochs[longest] -= 1
         seconds = estimate(spec, facts, costs, epochs, jobs=jobs)
     if seconds > available:

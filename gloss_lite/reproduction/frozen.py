@@ -47,17 +47,19 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 import torch
 
 from .. import sigma
 from ..benchmark_files import SPLITS
+from ..encoders import Encoder
 from ..files import write_atomically
 from ..training import TrainConfig, fit
 from . import one_run
 from .adapter import FeatureAdapter
-from .features import MAX_LENGTH, frozen_features
+from .features import MAX_LENGTH, FrozenFeatures, frozen_features
 from .frozen_baselines import LPA_REFERENCE_SIZE, baseline_methods
 from .frozen_summary import SUMMARY_TITLE, summary_markdown
 from .presets import OUTPUT_FOLDER
@@ -156,7 +158,9 @@ def _train(task: dict) -> dict:
     budget = task["budget"]
     adapter = FeatureAdapter(texts, vectors, seed=task["seed"], hidden=budget["hidden"], dropout=budget["dropout"])
     config = make_config(task["loss"], task["recipe"], task["seed"], budget, task["sigma"])
-    result = fit(train, val, config, encoder=adapter, test=test)
+    # the adapter answers for every Encoder attribute fit uses (dim, device, embed, pretokenized)
+    result = fit(train, val, config, encoder=cast(Encoder, adapter), test=test)
+    assert result.test_best is not None and result.test_last is not None  # fit was given the test split
     with torch.no_grad():
         predicted = result.head(result.encoder.embed(test.texts)).argmax(dim=1)
     correct = (predicted == test.labels).numpy()
@@ -178,7 +182,7 @@ def _train(task: dict) -> dict:
     }
 
 
-_LOADED = {}  # a process's features, by dataset and where they came from: read once per process
+_LOADED: dict[tuple, FrozenFeatures] = {}  # a process's features, by dataset and source: read once per process
 
 
 def _features(dataset: str, data_dir, cache):
@@ -289,7 +293,7 @@ def run_grid(spec: dict, output: Path, baselines: Path, *, jobs: int = 1) -> Non
 
 def build_spec(args, parser) -> dict:
     """The grid of the parsed arguments, every value checked before any work."""
-    spec = json.loads(json.dumps(TINY)) if args.tiny else {
+    spec: dict[str, Any] = json.loads(json.dumps(TINY)) if args.tiny else {
         "datasets": list(DATASETS), "seeds": list(range(10)), "methods": list(METHODS), "budget": dict(BUDGET),
         "lpa_reference": LPA_REFERENCE_SIZE}
     for name in ("datasets", "seeds", "methods"):

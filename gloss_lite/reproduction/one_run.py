@@ -23,6 +23,10 @@ import dataclasses
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only; make_config imports it when called
+    from ..training import TrainConfig
 
 __all__ = [
     "device_name",
@@ -69,7 +73,8 @@ def parse_method(method: str) -> tuple[str, str]:
     return loss, recipe
 
 
-def make_config(run: Run, budget: dict, *, num_classes: int, device: str, checkpoint_dir: Path | None = None):
+def make_config(run: Run, budget: dict, *, num_classes: int, device: str, checkpoint_dir: Path | None = None
+                ) -> TrainConfig:
     """The ``TrainConfig`` of ``run``, validated for ``num_classes``: its recipe, the grid's budget for that
     recipe, a batch of at least ``num_classes + 1``, best-epoch restore, no LPA scoring."""
     from ..training import TrainConfig
@@ -160,7 +165,9 @@ def execute(run: Run, spec: dict) -> list[dict]:
 
     result = fit(train, val, config, encoder=encoder, test=test, on_epoch=report if spec.get("verbose") else None)
     cuda_peak, rss_peak = peak_memory_mb(device)
-    best = result.test_best or result.test_last
+    scores_last = result.test_last
+    assert scores_last is not None  # fit was given the test split
+    best = result.test_best or scores_last
     last = result.history[-1]
     where = {"device": device_name(device), "precision": precision_name(config.amp, device),
              "torch": torch.__version__, "train_size": len(train), "epochs": config.epochs,
@@ -170,8 +177,8 @@ def execute(run: Run, spec: dict) -> list[dict]:
         "epoch": row["epoch"], "val_accuracy": row["val_accuracy"], "val_macro_f1": row["val_macro_f1"],
         "test_accuracy": best["accuracy"] if row is last else None,
         "test_macro_f1": best["macro_f1"] if row is last else None,
-        "test_accuracy_last": result.test_last["accuracy"] if row is last else None,
-        "test_macro_f1_last": result.test_last["macro_f1"] if row is last else None,
+        "test_accuracy_last": scores_last["accuracy"] if row is last else None,
+        "test_macro_f1_last": scores_last["macro_f1"] if row is last else None,
         "best_epoch": result.best_epoch if row is last else None, "aux_grad_share": row["aux_grad_share"],
         "loss_value": row["loss"], "sigma": row["sigma"], "seconds": row["seconds"],
         "peak_cuda_allocated_mb": cuda_peak, "peak_rss_mb": rss_peak, **where,

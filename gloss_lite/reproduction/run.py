@@ -35,6 +35,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -44,6 +45,9 @@ from .presets import OUTPUT_FOLDER, PRESETS, default_output, preset
 from .results import RESULT_COLUMNS, RUN_KEY, finished_runs, read_results, summary_markdown
 from .store import GridError, RunClaims, append_rows, check_writable, repair_cut_row
 from .workers import FatalGridError, cpu_cores, default_jobs, run_all, visible_gpus
+
+if TYPE_CHECKING:  # for annotations only
+    from ..training import TrainConfig
 
 __all__ = [
     "build_spec",
@@ -109,9 +113,9 @@ def dataset_facts(spec: dict) -> dict:
     return facts
 
 
-def planned_configs(spec: dict, facts: dict) -> list[tuple[Run, object, str | None]]:
+def planned_configs(spec: dict, facts: dict) -> list[tuple[Run, TrainConfig | None, str | None]]:
     """Each run with its validated ``TrainConfig``, or None and the reason it is invalid."""
-    planned = []
+    planned: list[tuple[Run, TrainConfig | None, str | None]] = []
     for run in grid_runs(spec):
         try:
             config = make_config(run, spec["budget"], num_classes=facts[run.dataset]["classes"], device=spec["device"])
@@ -258,6 +262,7 @@ def dry_run(spec: dict, output: Path, facts: dict) -> int:
         if problem:
             lines.append(f"- INVALID {run}: {problem}")
             continue
+        assert config is not None  # a run without a problem has its config
         asked = spec["budget"].get(run.recipe, {}).get("batch_size", config.batch_size)
         raised = f" (raised from {asked}: {facts[run.dataset]['classes']} classes + 1)" if config.batch_size > asked \
             else ""

@@ -24,6 +24,7 @@ import io
 import os
 import shutil
 import tempfile
+import types
 from pathlib import Path
 
 from ..files import write_atomically
@@ -38,6 +39,7 @@ __all__ = [
     "RunClaims",
 ]
 
+fcntl: types.ModuleType | None
 try:
     import fcntl
 except ImportError:  # not a POSIX system: runs are not claimed (two invocations may train one run twice)
@@ -150,7 +152,7 @@ class RunClaims:
 
     def __init__(self, output: Path):
         self.folder = claims_folder(output)
-        self.held = {}
+        self.held: dict[tuple, io.TextIOWrapper] = {}  # a claimed run's key -> its locked handle
 
     def _lock_path(self, key: tuple) -> Path:
         return self.folder / ("__".join(str(part) for part in key).replace("/", "_") + ".lock")

@@ -28,6 +28,9 @@ import multiprocessing.connection
 import os
 import time
 import traceback
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from typing import cast
 
 __all__ = [
     "cpu_cores",
@@ -153,7 +156,9 @@ def run_all(runs: list, spec: dict, execute, *, jobs: int, on_outcome, ready=lam
 def _run_in_processes(queue, spec, execute, jobs, on_outcome, ready) -> None:
     context = multiprocessing.get_context("spawn")
     gpus, threads = spec.get("gpus") or [], spec.get("threads") or max(1, cpu_cores() // jobs)
-    running, free = {}, list(range(jobs))
+    # a worker's receiving end -> (its process, its run, its slot, when it started)
+    running: dict[Connection, tuple[SpawnProcess, object, int, float]] = {}
+    free = list(range(jobs))
     try:
         while queue or running:
             while queue and free:
@@ -167,7 +172,8 @@ def _run_in_processes(queue, spec, execute, jobs, on_outcome, ready) -> None:
                 process.start()
                 sender.close()  # the worker holds the only sending end: its exit is seen as end of file
                 running[receiver] = (process, run, slot, time.perf_counter())
-            for receiver in multiprocessing.connection.wait(list(running)):
+            for ended in multiprocessing.connection.wait(list(running)):
+                receiver = cast(Connection, ended)  # wait() returns some of the objects it was given
                 process, run, slot, started = running.pop(receiver)
                 try:
                     kind, payload = receiver.recv()
@@ -194,8 +200,10 @@ def _run_in_processes(queue, spec, execute, jobs, on_outcome, ready) -> None:
 def _finish(outcome: Outcome, on_outcome, rest: list) -> None:
     """Hand ``outcome`` on; a fatal one (or a fatal error while recording it) cancels ``rest``."""
     if outcome.fatal:
-        _cancel([outcome.run, *rest], outcome.error["type"])
-        raise FatalGridError(f"{outcome.run}: {outcome.error['type']}: {outcome.error['message']}; "
+        failure = outcome.error
+        assert failure is not None  # a fatal outcome is an error
+        _cancel([outcome.run, *rest], failure["type"])
+        raise FatalGridError(f"{outcome.run}: {failure['type']}: {failure['message']}; "
                              "the grid stopped", [outcome.run, *rest])
     try:
         on_outcome(outcome)

@@ -45,13 +45,12 @@ agree up to rounding.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Sequence
 
 import torch
 
 from ..checks import check_int
-from ..encoders import Encoder
 
 __all__ = ["cached_backward", "check_chunk_size", "RandomState"]
 
@@ -77,13 +76,14 @@ class RandomState:
         self.cuda_devices = [device] if device is not None and device.type == "cuda" else []
         self.cpu_state = torch.get_rng_state()
         self.cuda_states = [torch.cuda.get_rng_state(cuda) for cuda in self.cuda_devices]
-        self._fork = None
+        self._fork: AbstractContextManager[None] | None = None
 
     def __enter__(self) -> "RandomState":
         if self._fork is not None:
             raise RuntimeError("this RandomState is already being replayed; nest two RandomState objects instead")
-        self._fork = torch.random.fork_rng(devices=self.cuda_devices)
-        self._fork.__enter__()
+        fork = torch.random.fork_rng(devices=self.cuda_devices)
+        fork.__enter__()
+        self._fork = fork
         torch.set_rng_state(self.cpu_state)
         for cuda, state in zip(self.cuda_devices, self.cuda_states):
             torch.cuda.set_rng_state(state, cuda)
@@ -91,6 +91,7 @@ class RandomState:
 
     def __exit__(self, *exc_info) -> None:
         fork, self._fork = self._fork, None
+        assert fork is not None, "__exit__ without __enter__"
         fork.__exit__(*exc_info)
 
 
@@ -102,7 +103,7 @@ def check_chunk_size(chunk_size, *, allow_none: bool = False) -> int | None:
 
 
 def cached_backward(
-    encoder: Encoder,
+    encoder: torch.nn.Module,
     texts: Sequence[str],
     loss_of_embeddings: Callable[..., torch.Tensor],
     chunk_size: int,
@@ -119,7 +120,8 @@ def cached_backward(
     included. Gradients are accumulated, as by ``backward``: zero them before, as usual.
 
     Args:
-        encoder: the model, in the mode to train in (``encoder.train()`` for dropout).
+        encoder: the model (an ``Encoder``, or its ``DistributedDataParallel`` replica), in the mode
+            to train in (``encoder.train()`` for dropout).
         texts: the ``N`` documents of the graph.
         loss_of_embeddings: called once with the ``N x d`` embeddings (a leaf that requires
             grad; ``passes`` of them) and returning the scalar loss.
@@ -148,7 +150,7 @@ def cached_backward(
     if not texts:
         raise ValueError("texts is empty: give the documents of the graph")
     chunks = [texts[start : start + chunk_size] for start in range(0, len(texts), chunk_size)]
-    device = encoder.device
+    device = next(encoder.parameters()).device
 
     dtype = torch.bfloat16 if autocast is True else autocast
 
@@ -159,7 +161,8 @@ def cached_backward(
         return output.float() if autocast else output
 
     # Step 1: every embedding without gradient, the random state saved before each chunk.
-    states, cached = [], []  # states[p][k]: before chunk k of pass p
+    states: list[list[RandomState]] = []  # states[p][k]: before chunk k of pass p
+    cached: list[torch.Tensor] = []
     with torch.no_grad():
         for _ in range(passes):
             states.append([])

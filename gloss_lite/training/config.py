@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -152,7 +153,7 @@ class TrainConfig:
         stays all-MiniLM-L6-v2; ``model=AUTHORS_MODEL`` ("bert-base-uncased") is theirs.
         """
         kind, with_ce = parse_loss(loss)
-        settings = dict(
+        settings: dict[str, Any] = dict(  # TrainConfig's keyword arguments
             loss=loss, recipe="authors", epochs=200, batch_size=128, lr=1e-5, head_lr=None, weight_decay=0.0,
             optimizer="adam", lr_milestones=(30,), lr_decay=0.1, grad_clip=1.0, patience=10, restore_best=True,
             class_weights="balanced", encoder_passes=2, pooling="cls", max_length=128, amp="fp32",

@@ -78,33 +78,41 @@ def gradient_check(sizes=(5, 7), lam: float = 0.5, mask_seed: int | None = 0) ->
         parallel_head(embeddings), labels[mine])
     loss.backward()
     mask = graph_loss.last_mask
+    assert mask is not None  # set by the call above
     masks = _all_ranks(mask.long()) if size > 1 else [mask.long()]
 
     probe = torch.ones(2, dtype=torch.float64, requires_grad=True)
     gathered = gather_with_grad(probe)
     (gathered * torch.arange(1, len(gathered) + 1, dtype=torch.float64)).sum().backward()
+    probe_gradient = _gradient(probe)
     result = {
         "world_size": size, "local_sizes": local_sizes(sizes[me]), "lam": lam, "mask_seed": mask_seed,
         "masks_agree_across_ranks": all(torch.equal(m, masks[0]) for m in masks),
         "gather_backward": "none (one process)" if size == 1 else (
-            "sum over ranks" if float(probe.grad[0]) == size else "local slice"),
+            "sum over ranks" if float(probe_gradient[0]) == size else "local slice"),
         "torch": torch.__version__, "backend": dist.get_backend() if size > 1 else None,
     }
     if me == 0:
-        parallel = [p.grad.detach().clone() for p in _parameters(encoder, head)]
+        parallel = [_gradient(p).detach().clone() for p in _parameters(encoder, head)]
         for parameter in _parameters(encoder, head):
             parameter.grad = None
         embeddings = encoder(inputs)
         reference = lam * g_loss(embeddings, labels, mask, sigma=sigma, num_classes=num_classes) + (
             1 - lam) * F.cross_entropy(head(embeddings), labels)
         reference.backward()
-        single = [p.grad for p in _parameters(encoder, head)]
+        single = [_gradient(p) for p in _parameters(encoder, head)]
         result["max_abs_gradient_difference"] = max(float((a - b).abs().max()) for a, b in zip(parallel, single))
         result["max_abs_gradient"] = max(float(g.abs().max()) for g in single)
         if mask_seed is not None:
             drawn = split_mask(labels, gamma, generator=torch.Generator().manual_seed(mask_seed))
             result["mask_equals_single_process"] = torch.equal(drawn, mask)
     return result
+
+
+def _gradient(tensor: torch.Tensor) -> torch.Tensor:
+    """The gradient of a tensor the loss used (every parameter here is used, so each has one)."""
+    assert tensor.grad is not None, "a tensor the loss used has a gradient after backward()"
+    return tensor.grad
 
 
 def _all_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -145,7 +153,7 @@ def fit_check(loss: str = "gloss+ce", epochs: int = 2) -> dict:
                          progress=False, sigma=0.5, lpa_eval=False)
     result = fit(train.sample(24, seed=0), val.sample(12, seed=0), config, encoder=encoder)
     weights = sum(float(p.detach().double().sum()) for p in [*encoder.parameters(), *result.head.parameters()])
-    every_rank = [weights]
+    every_rank: list[float | None] = [weights]  # rank r's sum at [r]
     if world_size() > 1:
         every_rank = [None] * world_size()
         dist.all_gather_object(every_rank, weights)

@@ -54,6 +54,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -126,8 +127,9 @@ def replicate(module: torch.nn.Module, device: torch.device, *, find_unused_para
     """
     if world_size() == 1:
         return module
-    options = {"device_ids": [device.index] if device.type == "cuda" else None,
-               "find_unused_parameters": find_unused_parameters}
+    # DistributedDataParallel's keyword arguments, whose names vary with torch's version
+    options: dict[str, Any] = {"device_ids": [device.index] if device.type == "cuda" else None,
+                               "find_unused_parameters": find_unused_parameters}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
         options["forward_sync_buffers"] = False
     else:

@@ -72,6 +72,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -234,14 +235,18 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
     config = config or TrainConfig()
     num_classes = _check_data(train, val, config)
     checkpoint_path = check_checkpoint_dir(config)  # an unwritable folder fails now, not after an epoch
-    fingerprint = data_fingerprint(train, val) if checkpoint_path else None
-    state = load_checkpoint(checkpoint_path, fingerprint, config, num_classes) if checkpoint_path else None
+    fingerprint, state = None, None
+    if checkpoint_path is not None:
+        fingerprint = data_fingerprint(train, val)
+        state = load_checkpoint(checkpoint_path, fingerprint, config, num_classes)
     texts = [*train.texts, *val.texts, *(test.texts if test is not None else [])]
     with _training_run(train, texts, config, encoder, num_classes, state) as training:
-        history, start_epoch = [], 0
+        history: list[dict] = []
+        start_epoch = 0
         best = {"epoch": None, "score": -math.inf, "bad_epochs": 0, "stopped": False}
         best_weights = None
         if state is not None:
+            assert checkpoint_path is not None  # a state is read from the checkpoint file
             history, start_epoch = restore(state, checkpoint_path, *training.model, training.optimizer,
                                            training.scheduler, training.scaler)
             best = dict(state["best"])
@@ -279,7 +284,7 @@ def fit(train: Split, val: Split, config: TrainConfig | None = None, *, encoder:
 
 @contextmanager
 def _training_run(train: Split, texts: list[str], config: TrainConfig, encoder: Encoder | None, num_classes: int,
-                  state: dict | None):
+                  state: dict | None) -> Iterator[TrainingRun]:
     """The run's device (and process group), model, precision, sigma, aux loss, optimiser and schedule.
 
     Inside the block the run's texts are tokenised once (``Encoder.pretokenized``) and, with
@@ -398,7 +403,7 @@ def _train_epoch(run: TrainingRun, train: Split, epoch: int) -> dict:
     torch.manual_seed(dropout_seed(epoch_seed, collectives.rank()))
     if isinstance(run.aux_loss, GLoss):
         run.aux_loss.generator = torch.Generator().manual_seed(epoch_seed)  # masks
-    batches = _epoch_batches(train, config, run.head.out_features, epoch_seed)
+    batches = _epoch_batches(train, config, run.model[1].out_features, epoch_seed)
     totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0}
     shares, skipped = [], 0
     probed = run.aux_loss is not None and run.with_ce and config.log_grad_share

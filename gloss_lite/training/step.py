@@ -71,6 +71,8 @@ def make_aux_loss(config: TrainConfig, num_classes: int, sigma: float | None,
     """
     kind, _ = parse_loss(config.loss)
     if kind == "gloss":
+        if sigma is None:
+            raise ValueError("the G-Loss term needs sigma, the kernel width (a positive number)")
         return GLoss(num_classes, sigma, config.gamma, scheme=config.scheme, target=config.target,
                      class_weights=class_weights, stratified=config.stratified_mask,
                      divide_by_hidden=config.divide_by_hidden, seed=config.seed, check=False)
@@ -153,7 +155,8 @@ def train_step(run: TrainingRun, batch: Batch) -> dict:
     ``{"loss", "ce", "aux", "aux_grad_share", "skipped"}`` as Python numbers; ``skipped`` is 1
     when fp16 gradients overflowed and the step was left out.
     """
-    config, probes, terms = run.config, {}, {}
+    probes: dict[str, torch.Tensor] = {}  # the gradient norms the probes record: "ce", "aux"
+    config, terms = run.config, {}
 
     def loss_of(embeddings, aux_embeddings=None):
         terms.update(_loss_terms(run, embeddings, aux_embeddings, batch, probes))
@@ -248,8 +251,8 @@ def _read(run: TrainingRun, terms: dict, probes: dict, gradient_norm, batch: Bat
     """
     loss, ce, aux = terms["loss"].detach(), terms["ce"].detach(), terms["aux"].detach()
     no_norm = torch.zeros((), dtype=torch.bool, device=loss.device)
-    bad_gradient = ~torch.isfinite(gradient_norm) if gradient_norm is not None else no_norm
-    alarms = collectives.any_rank(torch.stack([terms["bad_embeddings"], ~torch.isfinite(loss), bad_gradient]))
+    gradient_alarm = ~torch.isfinite(gradient_norm) if gradient_norm is not None else no_norm
+    alarms = collectives.any_rank(torch.stack([terms["bad_embeddings"], ~torch.isfinite(loss), gradient_alarm]))
     share = _share(probes)
     if not isinstance(share, torch.Tensor):  # a fill, not a copy from the host (which would wait)
         share = torch.full((), share, dtype=torch.float64, device=loss.device)

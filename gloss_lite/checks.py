@@ -103,6 +103,8 @@ def class_ids(labels, *, name: str = "labels") -> torch.Tensor:
         tensor = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{name} must be integer class ids, got {type(labels).__name__} ({error})") from None
+    if tensor.dim() == 1 and tensor.numel() == 0:
+        return tensor.long()  # no documents: torch reads [] as float; the caller says why empty is wrong
     bad_type = tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex()
     if bad_type or tensor.dim() != 1:
         hint = ""

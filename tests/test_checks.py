@@ -81,6 +81,15 @@ def test_class_ids_accepts_tensors_and_sequences_of_ints():
     assert ids.dtype == torch.int64 and ids.tolist() == [2, 0, 1]
     small = torch.tensor([1, 0], dtype=torch.uint8)
     assert class_ids(small).dtype == torch.int64
+    for empty in ([], (), torch.tensor([])):  # torch reads [] as float32: still no documents, not floats
+        assert class_ids(empty).dtype == torch.int64 and class_ids(empty).shape == (0,)
+
+
+def test_an_empty_label_list_gets_the_callers_message_not_a_dtype_complaint():
+    from gloss_lite.training.sampling import ClassBalancedBatchSampler
+
+    with pytest.raises(ValueError, match="need documents, got none: the training set is empty"):
+        ClassBalancedBatchSampler([], 4, seed=0)
 
 
 @pytest.mark.parametrize("labels, message", [

@@ -440,6 +440,9 @@ def test_gloss_trainer_refuses_a_model_with_another_number_of_labels(tmp_path):
         GLossTrainer(model=tiny_classifier(), args=hf_args(tmp_path), num_labels=3)
     with pytest.raises(ValueError, match="lam is the weight of G-Loss"):
         GLossTrainer(model=tiny_classifier(), args=hf_args(tmp_path), lam=0)
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        empty = Dataset.from_dict({"input_ids": [], "labels": []})
+        GLossTrainer(model=tiny_classifier(), args=hf_args(tmp_path), train_dataset=empty)
 
 
 def test_gloss_trainer_trains_minilm_loaded_from_a_path(reviews, tmp_path):

@@ -115,6 +115,10 @@ class GLossTrainer(Trainer):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False, got {flag!r}")
         super().__init__(*args, **kwargs)
+        dataset = self.train_dataset
+        if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+            raise ValueError("train_dataset is empty: give GLossTrainer at least one labelled document per "
+                             "class (two per class for G-Loss to hide one)")
         config = getattr(self.model, "config", None)
         model_labels = getattr(config, "num_labels", None)
         if num_labels is not None and terms.check_num_labels(num_labels) != model_labels:

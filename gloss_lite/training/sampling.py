@@ -77,6 +77,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         check_int("seed", seed, minimum=0)
         self.seed = seed
+        if len(labels) == 0:
+            raise ValueError("class-balanced batches need documents, got none: the training set is empty")
         classes, counts = torch.unique(labels, return_counts=True)
         if len(classes) < 2:
             raise ValueError(

@@ -32,3 +32,25 @@ def test_nbstripout_verify_catches_an_output(tmp_path):
                                       '"text": ["hello\\n"]}]', 1), encoding="utf-8")
     nbstripout = shutil.which("nbstripout", path=str(Path(sys.executable).parent))
     assert run(nbstripout, "--verify", "--keep-id", str(dirty)).returncode != 0
+
+
+PLACEHOLDER = r"\bRT_?[A-Z0-9]{2,}\b|\bTODO\b|\bTBD\b|\bXXX\b"
+
+
+def placeholders(text: str) -> list[str]:
+    import re
+
+    return re.findall(PLACEHOLDER, text)
+
+
+def test_no_placeholder_is_left_in_what_students_and_teachers_read():
+    import json
+
+    texts = {"README.md": (ROOT / "README.md").read_text(encoding="utf-8")}
+    texts.update({f"site/{p.name}": p.read_text(encoding="utf-8") for p in (ROOT / "site").glob("*.md")})
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        texts[path.name] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    left = {name: found for name, text in texts.items() if (found := placeholders(text))}
+    assert not left, f"placeholders left in the text: {left}"
+    assert placeholders("| 03 | ... | RT03 |, run time RT_TRAIN") == ["RT03", "RT_TRAIN"]

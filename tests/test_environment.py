@@ -87,8 +87,12 @@ def test_every_subpackage_ships():
 def test_the_course_dataset_ships_inside_the_package():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools["package-dir"]["gloss_lite.course_data"] == "data"
-    patterns = setuptools["package-data"]["gloss_lite.course_data"]
-    shipped = {path.relative_to(ROOT / "data") for pattern in patterns for path in (ROOT / "data").glob(pattern)}
+    shipped = set()
+    for package, patterns in setuptools["package-data"].items():
+        if package == "gloss_lite.course_data" or package.startswith("gloss_lite.course_data."):
+            assert package in setuptools["packages"], f"{package} ships data, so it must be a listed package"
+            folder = ROOT / "data" / package.removeprefix("gloss_lite.course_data").lstrip(".").replace(".", "/")
+            shipped |= {path.relative_to(ROOT / "data") for pattern in patterns for path in folder.glob(pattern)}
     assert {f"{name}/{split}.csv" for name in ("reviews_topic", "reviews_sentiment")
             for split in ("train", "val", "test")} <= {str(path) for path in shipped}
 

@@ -287,19 +287,21 @@ def explorer_widget(
         raise ValueError(f"gamma_range must lie in (0, 1) around gamma = {gamma}, got {gamma_range}")
     if matrix not in MATRICES:
         raise ValueError(f"matrix must be one of {MATRICES}, got {matrix!r}")
-    if os.environ.get(NO_WIDGETS_ENV) == "1":
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
 
+    def drawn(sigma: float, gamma: float) -> BatchView:
         view = explore(embeddings, labels, len(class_names), sigma=sigma, gamma=gamma, scheme=scheme, seed=seed)
         draw_view(view, labels, class_names, matrix=matrix)
         plt.show()
-        return StaticExplorer(view)
+        return view
+
+    if os.environ.get(NO_WIDGETS_ENV) == "1":
+        return StaticExplorer(drawn(sigma, gamma))
     try:
         import ipywidgets as widgets
     except ImportError:
         print("ipywidgets is not installed, so there are no sliders here; the figure below shows the same sweep.")
         return None
-    import matplotlib.pyplot as plt
 
     num_classes = len(class_names)
     explore(embeddings, labels, num_classes, sigma=sigma, gamma=gamma, scheme=scheme, seed=seed)  # fail early
@@ -312,9 +314,7 @@ def explorer_widget(
     box = _ExplorerBox(widgets)([widgets.HBox([sigma_slider, gamma_slider])])
 
     def redraw(sigma, gamma):
-        box.view = explore(embeddings, labels, num_classes, sigma=sigma, gamma=gamma, scheme=scheme, seed=seed)
-        draw_view(box.view, labels, class_names, matrix=matrix)
-        plt.show()
+        box.view = drawn(sigma, gamma)
 
     box.children += (widgets.interactive_output(redraw, {"sigma": sigma_slider, "gamma": gamma_slider}),)
     return box

@@ -172,8 +172,7 @@ def release(root: Path = ROOT, version: str = __version__) -> str:
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
 
-    notebooks = sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    problems = colab_problems(Path(root) / "README.md", notebooks)
+    problems = colab_problems(Path(root) / "README.md", notebook_paths(Path(root) / "notebooks"))
     if problems:
         raise ValueError("the Colab set-up cells are out of step; run `python -m gloss_lite.course.classroom colab` "
                          "and commit: " + "; ".join(problems))

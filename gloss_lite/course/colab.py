@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from .. import __version__
+from ..files import write_atomically
 from .notebooks import cell_source, read_notebook, source_lines, write_notebook
 from .run import ROOT, notebook_paths
 
@@ -148,7 +149,7 @@ def sync_colab(readme: Path = README, notebooks: list[Path] | None = None) -> li
     changed = []
     text = Path(readme).read_text(encoding="utf-8")
     if _readme_with_links(text, repository) != text:
-        Path(readme).write_text(_readme_with_links(text, repository), encoding="utf-8")
+        write_atomically(Path(readme), _readme_with_links(text, repository))
         changed.append(Path(readme))
     for path in notebook_paths() if notebooks is None else notebooks:
         notebook = read_notebook(path)
